@@ -1,0 +1,56 @@
+import { Context, Deferred, Effect, Layer, Ref } from "effect"
+import { RequestQueue } from "./RequestQueue.js"
+import { SidecarConfig } from "./SidecarConfig.js"
+import { TokenBucket } from "./TokenBucket.js"
+
+/** Runs the admission loop; exposes only how many admitted calls are in flight. */
+export class Dispatcher extends Context.Tag("sidecar/Dispatcher")<Dispatcher, {
+  readonly inflight: Effect.Effect<number>
+}>() {
+  static readonly layer = Layer.scoped(
+    Dispatcher,
+    Effect.gen(function*() {
+      const { maxInflight } = yield* SidecarConfig
+      const queue = yield* RequestQueue
+      const bucket = yield* TokenBucket
+      const permits = yield* Effect.makeSemaphore(maxInflight)
+      const inflight = yield* Ref.make(0)
+
+      // Token first, ticket second: the best request is chosen only once the token is in
+      // hand, so an urgent request that arrived during the wait still goes first.
+      const admitOne = Effect.gen(function*() {
+        const head = yield* queue.head
+        if (head.priority === "low") {
+          const { lowTimeout } = yield* queue.settings
+          const token = yield* Effect.timeoutOption(bucket.take, lowTimeout)
+          if (token._tag === "None") {
+            yield* queue.expireLow(head)
+            return false
+          }
+        } else {
+          yield* bucket.take
+        }
+        while (true) {
+          const ticket = yield* queue.next
+          const release = yield* Effect.once(Effect.zipRight(Ref.update(inflight, (n) => n - 1), permits.release(1)))
+          yield* Ref.update(inflight, (n) => n + 1)
+          // A ticket whose caller already gave up is complete: skip it, keep the token.
+          if (yield* Deferred.succeed(ticket.admitted, { release })) return true
+          yield* Ref.update(inflight, (n) => n - 1)
+        }
+      })
+
+      const step = Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          yield* restore(permits.take(1))
+          const admitted = yield* restore(admitOne).pipe(Effect.onInterrupt(() => permits.release(1)))
+          if (!admitted) yield* permits.release(1)
+        })
+      )
+
+      yield* step.pipe(Effect.forever, Effect.annotateLogs({ service: "Dispatcher" }), Effect.forkScoped)
+
+      return Dispatcher.of({ inflight: Ref.get(inflight) })
+    })
+  )
+}

@@ -1,0 +1,70 @@
+import { Schema } from "effect"
+
+/** Request path is not a clean `/v1/...` path (traversal, absolute-URL target, bad encoding). */
+export class InvalidPath extends Schema.TaggedError<InvalidPath>()("InvalidPath", {
+  reason: Schema.String
+}) {}
+
+export class InvalidJson extends Schema.TaggedError<InvalidJson>()("InvalidJson", {
+  reason: Schema.String
+}) {}
+
+export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()("BodyTooLarge", {
+  limitBytes: Schema.Number
+}) {}
+
+export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
+  method: Schema.String,
+  path: Schema.String
+}) {}
+
+export class UpstreamFailed extends Schema.TaggedError<UpstreamFailed>()("UpstreamFailed", {
+  reason: Schema.String
+}) {}
+
+export class UpstreamTimeout extends Schema.TaggedError<UpstreamTimeout>()("UpstreamTimeout", {
+  phase: Schema.Literal("connect", "headers", "body")
+}) {}
+
+/** Our own 429: the request could not be admitted in time, or upstream kept throttling. */
+export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+  reason: Schema.Literal("queue_timeout", "low_priority_timeout", "token_timeout"),
+  retryAfterMs: Schema.Number
+}) {}
+
+export class QueueFull extends Schema.TaggedError<QueueFull>()("QueueFull", {
+  capacity: Schema.Number
+}) {}
+
+/** Pushed out of a full queue by a higher-priority newcomer (`drop_lowest`). */
+export class Evicted extends Schema.TaggedError<Evicted>()("Evicted", {}) {}
+
+export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDown", {}) {}
+
+export class AdminUnauthorized extends Schema.TaggedError<AdminUnauthorized>()("AdminUnauthorized", {
+  reason: Schema.Literal("missing_token", "not_loopback")
+}) {}
+
+export class AdminForbidden extends Schema.TaggedError<AdminForbidden>()("AdminForbidden", {
+  reason: Schema.Literal("wrong_token", "foreign_origin")
+}) {}
+
+export class InvalidPatch extends Schema.TaggedError<InvalidPatch>()("InvalidPatch", {
+  field: Schema.String,
+  reason: Schema.String
+}) {}
+
+/** Ways a queued request can fail to be admitted. */
+export type AdmissionError = RateLimited | QueueFull | Evicted | ShuttingDown
+
+export type SidecarError =
+  | InvalidPath
+  | InvalidJson
+  | BodyTooLarge
+  | RouteNotFound
+  | UpstreamFailed
+  | UpstreamTimeout
+  | AdmissionError
+  | AdminUnauthorized
+  | AdminForbidden
+  | InvalidPatch

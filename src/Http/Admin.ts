@@ -1,0 +1,134 @@
+import { Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import { createHash, timingSafeEqual } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { AdminForbidden, AdminUnauthorized, InvalidPatch } from "../Errors.js"
+import { RequestQueue } from "../RequestQueue.js"
+import { SidecarConfig } from "../SidecarConfig.js"
+import { TokenBucket } from "../TokenBucket.js"
+import { parseJsonBody, readBody } from "./Body.js"
+import { toErrorResponse } from "./ErrorResponse.js"
+import { writeError, writeJson } from "./Reply.js"
+
+const Patch = Schema.Struct({
+  rate_rpm: Schema.optional(Schema.Number.pipe(Schema.positive(), Schema.finite())),
+  bucket_capacity: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  queue_max_size: Schema.optional(Schema.Int.pipe(Schema.nonNegative())),
+  queue_full_policy: Schema.optional(Schema.Literal("passthrough", "reject", "drop_lowest")),
+  fallback_enabled_passthrough: Schema.optional(Schema.Boolean),
+  low_priority_timeout: Schema.optional(Schema.Number.pipe(Schema.positive(), Schema.finite()))
+})
+
+
+/** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
+export const makeAdmin = Effect.gen(function*() {
+  const config = yield* SidecarConfig
+  const bucket = yield* TokenBucket
+  const queue = yield* RequestQueue
+
+  const current = Effect.gen(function*() {
+    const b = yield* bucket.snapshot
+    const q = yield* queue.settings
+    return {
+      rate_rpm: b.baseRpm,
+      bucket_capacity: b.capacity,
+      queue_max_size: q.max,
+      queue_full_policy: q.policy,
+      fallback_enabled_passthrough: q.policy === "passthrough",
+      low_priority_timeout: Duration.toSeconds(q.lowTimeout),
+      upstream: config.upstream,
+      passthrough_upstream: Option.getOrNull(config.passthroughUpstream),
+      api_key: Option.match(config.apiKey, { onNone: () => null, onSome: mask }),
+      admin_token_set: Option.isSome(config.adminToken),
+      timeout: Duration.toSeconds(config.timeout),
+      queue_timeout: Duration.toSeconds(config.queueTimeout),
+      max_inflight: config.maxInflight,
+      max_retries: config.maxRetries
+    }
+  })
+
+  const authorize = (req: IncomingMessage) =>
+    Effect.gen(function*() {
+      const origin = req.headers.origin
+      if (origin !== undefined && !sameOrigin(origin, req.headers.host)) return yield* new AdminForbidden({ reason: "foreign_origin" })
+      if (Option.isNone(config.adminToken)) {
+        if (!isLoopback(req.socket.remoteAddress)) return yield* new AdminUnauthorized({ reason: "not_loopback" })
+        return
+      }
+      const presented = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1]?.trim()
+      if (presented === undefined || presented === "") return yield* new AdminUnauthorized({ reason: "missing_token" })
+      if (!sameSecret(presented, Redacted.value(config.adminToken.value))) return yield* new AdminForbidden({ reason: "wrong_token" })
+    })
+
+  const apply = (req: IncomingMessage) =>
+    Effect.gen(function*() {
+      yield* authorize(req)
+      const { json } = yield* parseJsonBody(yield* readBody(req, 64 * 1024))
+      const patch = yield* Schema.decodeUnknownEither(Patch, { onExcessProperty: "error" })(json).pipe(
+        Either.mapLeft(toInvalidPatch)
+      )
+      const before = yield* current
+      const policy = patch.queue_full_policy ??
+        (patch.fallback_enabled_passthrough === undefined ? undefined : patch.fallback_enabled_passthrough ? "passthrough" : "reject")
+      yield* queue.configure({
+        ...(patch.queue_max_size === undefined ? {} : { max: patch.queue_max_size }),
+        ...(policy === undefined ? {} : { policy }),
+        ...(patch.low_priority_timeout === undefined ? {} : { lowTimeout: Duration.seconds(patch.low_priority_timeout) })
+      })
+      yield* bucket.configure({
+        ...(patch.rate_rpm === undefined ? {} : { rateRpm: patch.rate_rpm }),
+        ...(patch.bucket_capacity === undefined ? {} : { capacity: patch.bucket_capacity })
+      })
+      const after = yield* current
+      yield* Effect.logWarning("admin_config_changed").pipe(Effect.annotateLogs({ peer: req.socket.remoteAddress ?? "unknown", changes: diff(before, after) }))
+      return after
+    })
+
+  return (req: IncomingMessage, res: ServerResponse) =>
+    req.method === "GET"
+      ? Effect.map(current, (c) => writeJson(res, 200, c))
+      : req.method === "POST"
+      ? apply(req).pipe(
+        Effect.match({
+          onFailure: (error) => writeError(res, toErrorResponse(error)),
+          onSuccess: (c) => writeJson(res, 200, c)
+        })
+      )
+      : Effect.sync(() => writeJson(res, 405, { error: { message: "Use GET or POST", type: "invalid_request_error", code: "method_not_allowed" } }, { allow: "GET, POST" }))
+})
+
+/** Compares digests so neither content nor length leaks through timing. */
+function sameSecret(presented: string, expected: string): boolean {
+  const digest = (s: string) => createHash("sha256").update(s).digest()
+  return timingSafeEqual(digest(presented), digest(expected))
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (address === "::1" || /^(::ffff:)?127\./.test(address))
+}
+
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  try {
+    return host !== undefined && new URL(origin).host === host
+  } catch {
+    return false
+  }
+}
+
+function mask(key: Redacted.Redacted): string {
+  const value = Redacted.value(key)
+  return value.length >= 12 ? `****${value.slice(-4)}` : "****"
+}
+
+function toInvalidPatch(error: ParseResult.ParseError): InvalidPatch {
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+  return new InvalidPatch({ field: String(issue?.path[0] ?? "body"), reason: issue?.message ?? "invalid" })
+}
+
+function diff(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, string> {
+  const changes: Record<string, string> = {}
+  for (const key of Object.keys(after)) {
+    if (before[key] !== after[key]) changes[key] = `${JSON.stringify(before[key])} -> ${JSON.stringify(after[key])}`
+  }
+  return changes
+}
+

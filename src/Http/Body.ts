@@ -1,0 +1,57 @@
+import { Effect, Either } from "effect"
+import type { IncomingMessage } from "node:http"
+import { BodyTooLarge, InvalidJson } from "../Errors.js"
+
+/** Buffers the request body; refuses by `content-length` before reading, or as soon as the limit is crossed. */
+export const readBody = (req: IncomingMessage, limitBytes: number): Effect.Effect<Buffer, BodyTooLarge> =>
+  Effect.async<Buffer, BodyTooLarge>((resume) => {
+    const declared = Number(req.headers["content-length"])
+    if (declared > limitBytes) {
+      resume(Effect.fail(new BodyTooLarge({ limitBytes })))
+      return
+    }
+    const chunks: Array<Buffer> = []
+    let size = 0
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limitBytes) {
+        cleanup()
+        req.pause()
+        resume(Effect.fail(new BodyTooLarge({ limitBytes })))
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = () => {
+      cleanup()
+      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
+    }
+    // An aborted upload ends here; the fiber is interrupted by the response's `close`.
+    const cleanup = () => {
+      req.off("data", onData)
+      req.off("end", onEnd)
+    }
+    req.on("data", onData)
+    req.on("end", onEnd)
+    return Effect.sync(cleanup)
+  })
+
+export interface JsonBody {
+  readonly json: Record<string, unknown> | undefined
+  readonly model: string | undefined
+}
+
+/** Parses a JSON request body far enough to read `model`. */
+export const parseJsonBody = (body: Buffer): Either.Either<JsonBody, InvalidJson> => {
+  let json: unknown
+  try {
+    json = JSON.parse(body.toString("utf8"))
+  } catch (error) {
+    return Either.left(new InvalidJson({ reason: error instanceof Error ? error.message : "parse error" }))
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return Either.left(new InvalidJson({ reason: "expected a JSON object" }))
+  }
+  const record = json as Record<string, unknown>
+  return Either.right({ json: record, model: typeof record.model === "string" ? record.model : undefined })
+}

@@ -1,0 +1,70 @@
+import type { SidecarError } from "../Errors.js"
+
+export interface ErrorResponse {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string
+}
+
+// The only place that knows which status each failure becomes. The body uses the
+// OpenAI error envelope so existing clients parse it; messages never carry secrets.
+export const toErrorResponse = (error: SidecarError): ErrorResponse => {
+  switch (error._tag) {
+    case "InvalidPath":
+      return openAiError(400, "invalid_request_error", "invalid_path", `Invalid request path: ${error.reason}`)
+    case "InvalidJson":
+      return openAiError(400, "invalid_request_error", "invalid_json", `Request body is not valid JSON: ${error.reason}`)
+    case "BodyTooLarge":
+      return openAiError(413, "invalid_request_error", "body_too_large", `Request body exceeds ${error.limitBytes} bytes`, {
+        connection: "close"
+      })
+    case "RouteNotFound":
+      return openAiError(404, "invalid_request_error", "not_found", `No route for ${error.method} ${error.path}`)
+    case "UpstreamFailed":
+      return openAiError(502, "upstream_error", "bad_gateway", `Upstream request failed: ${error.reason}`)
+    case "UpstreamTimeout":
+      return openAiError(504, "upstream_error", "upstream_timeout", `Upstream timed out (${error.phase})`)
+    case "RateLimited":
+      return openAiError(429, "rate_limit_error", "rate_limit_exceeded", rateLimitedMessage[error.reason], retryAfter(error.retryAfterMs))
+    case "QueueFull":
+      return openAiError(503, "server_error", "queue_full", `Request queue is full (${error.capacity})`, retryAfter(1000))
+    case "Evicted":
+      return openAiError(503, "server_error", "queue_full", "Evicted from the full queue by a higher-priority request", retryAfter(1000))
+    case "ShuttingDown":
+      return openAiError(503, "server_error", "shutting_down", "Sidecar is shutting down", { ...retryAfter(1000), connection: "close" })
+    case "AdminUnauthorized":
+      return openAiError(401, "authentication_error", "unauthorized", error.reason === "missing_token"
+        ? "Admin token required: send Authorization: Bearer <token>"
+        : "Admin writes without SIDECAR_ADMIN_TOKEN are accepted from loopback only")
+    case "AdminForbidden":
+      return openAiError(403, "permission_error", "forbidden", error.reason === "wrong_token"
+        ? "Admin token is not valid"
+        : "Cross-origin admin writes are refused")
+    case "InvalidPatch":
+      return openAiError(400, "invalid_request_error", "invalid_config", `Invalid value for ${error.field}: ${error.reason}`)
+  }
+}
+
+const rateLimitedMessage = {
+  queue_timeout: "Request waited too long in the sidecar queue",
+  low_priority_timeout: "Low-priority request found no free token in time",
+  token_timeout: "No rate-limit token became available in time"
+} as const
+
+/** Our own 429/503 tell clients when to come back, in both header spellings. */
+const retryAfter = (millis: number): Record<string, string> => ({
+  "retry-after": String(Math.max(1, Math.ceil(millis / 1000))),
+  "retry-after-ms": String(Math.max(0, Math.round(millis)))
+})
+
+const openAiError = (
+  status: number,
+  type: string,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {}
+): ErrorResponse => ({
+  status,
+  headers: { "content-type": "application/json", ...headers },
+  body: JSON.stringify({ error: { message, type, code } })
+})

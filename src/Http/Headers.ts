@@ -1,0 +1,40 @@
+import type { IncomingHttpHeaders } from "node:http"
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones the client recomputes or that undici
+// refuses (`expect`), and our own control header.
+const requestDrop = new Set([
+  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
+  "transfer-encoding", "upgrade", "host", "content-length", "expect", "x-priority"
+])
+const responseDrop = new Set([
+  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
+  "transfer-encoding", "upgrade"
+])
+
+export type HeaderRecord = Record<string, string | Array<string>>
+
+/** Headers to send upstream: hop-by-hop and `Connection`-listed headers removed. */
+export const requestHeaders = (incoming: IncomingHttpHeaders): HeaderRecord => filter(incoming, requestDrop)
+
+/** Upstream response headers to pass back to the client. */
+export const responseHeaders = (incoming: IncomingHttpHeaders | Record<string, string | Array<string> | undefined>): HeaderRecord =>
+  filter(incoming, responseDrop)
+
+function filter(incoming: Record<string, string | Array<string> | undefined>, drop: ReadonlySet<string>): HeaderRecord {
+  const listed = connectionListed(incoming.connection)
+  const out: HeaderRecord = {}
+  for (const name in incoming) {
+    const value = incoming[name]
+    if (value === undefined || drop.has(name) || listed.has(name)) continue
+    out[name] = value
+  }
+  return out
+}
+
+function connectionListed(value: string | ReadonlyArray<string> | undefined): ReadonlySet<string> {
+  if (value === undefined) return empty
+  const joined = typeof value === "string" ? value : value.join(",")
+  return new Set(joined.split(",").map((h) => h.trim().toLowerCase()).filter((h) => h !== ""))
+}
+
+const empty: ReadonlySet<string> = new Set()

@@ -1,0 +1,51 @@
+import { Effect } from "effect"
+import type { ServerResponse } from "node:http"
+import type { UpstreamResponse } from "../Upstream.js"
+import type { ErrorResponse } from "./ErrorResponse.js"
+import { responseHeaders } from "./Headers.js"
+
+export const writeJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
+  if (res.headersSent || res.destroyed) return
+  res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...headers })
+  res.end(JSON.stringify(body))
+}
+
+export const writeError = (res: ServerResponse, error: ErrorResponse): void => {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  if (res.destroyed) return
+  res.writeHead(error.status, error.headers)
+  res.end(error.body)
+}
+
+/**
+ * Pipes an upstream answer to the client untouched, chunk by chunk. Completes when the
+ * response is closed (finished or client gone); interruption aborts the upstream body.
+ * An upstream failure mid-SSE ends the stream with an `error` event and no `[DONE]`.
+ */
+export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>) =>
+  Effect.async<void>((resume) => {
+    const headers = { ...responseHeaders(up.headers), ...extraHeaders }
+    const sse = String(headers["content-type"] ?? "").startsWith("text/event-stream")
+    if (sse) headers["x-accel-buffering"] = "no"
+    res.writeHead(up.status, headers)
+    if (sse) res.flushHeaders()
+    const body = up.body
+    body.on("error", () => {
+      if (sse && !res.destroyed) {
+        res.end(`event: error\ndata: ${JSON.stringify(streamError)}\n\n`)
+      } else {
+        res.destroy()
+      }
+    })
+    res.on("close", () => {
+      if (!body.destroyed) body.destroy()
+      resume(Effect.void)
+    })
+    body.pipe(res)
+    return Effect.sync(() => body.destroy())
+  })
+
+const streamError = { error: { message: "Upstream stream failed", type: "upstream_error", code: "upstream_stream_error" } }

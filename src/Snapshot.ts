@@ -1,0 +1,91 @@
+import { Clock, Context, Effect, Layer, Schedule, Stream } from "effect"
+import { Dispatcher } from "./Dispatcher.js"
+import { Metrics } from "./Metrics.js"
+import type { Priority } from "./Priority.js"
+import { RequestQueue } from "./RequestQueue.js"
+import type { RetreatMode } from "./Retreat.js"
+import { TokenBucket } from "./TokenBucket.js"
+import { version } from "./Version.js"
+
+/** The state every observer sees: `/status`, each dashboard stream (snake_case JSON). */
+export interface StateSnapshot {
+  readonly timestamp: number
+  readonly version: string
+  readonly uptime_seconds: number
+  readonly requests: {
+    readonly total: number
+    readonly by_status: Readonly<Record<string, number>>
+    readonly errors: number
+    readonly rate_limited: number
+    readonly current_rpm: number
+  }
+  readonly queue: {
+    readonly size: number
+    readonly max: number
+    readonly policy: string
+    readonly by_priority: Readonly<Record<Priority, number>>
+    readonly enqueued: number
+    readonly dequeued: number
+    readonly dropped: number
+    readonly timed_out: number
+    readonly bypassed: number
+  }
+  readonly token_bucket: { readonly tokens: number; readonly capacity: number; readonly rate_rpm: number }
+  readonly retreat: { readonly state: RetreatMode; readonly effective_rpm: number; readonly base_rpm: number; readonly rate_429: number }
+  readonly inflight: number
+}
+
+export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
+  /** Computed at most once per second however many readers there are. */
+  readonly current: Effect.Effect<StateSnapshot>
+  /** Fresh (uncached) state, for tests and the metrics scrape. */
+  readonly compute: Effect.Effect<StateSnapshot>
+  /** SSE frames: `retry: 3000` first, then one snapshot per second. */
+  readonly events: Stream.Stream<string>
+}>() {
+  static readonly layer = Layer.effect(
+    Snapshot,
+    Effect.gen(function*() {
+      const queue = yield* RequestQueue
+      const bucket = yield* TokenBucket
+      const metrics = yield* Metrics
+      const dispatcher = yield* Dispatcher
+      const startedAt = yield* Clock.currentTimeMillis
+
+      const compute = Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const q = yield* queue.snapshot
+        const b = yield* bucket.snapshot
+        const r = yield* metrics.requestCounts
+        return {
+          timestamp: now,
+          version,
+          uptime_seconds: (now - startedAt) / 1000,
+          requests: { total: r.total, by_status: r.byStatus, errors: r.errors, rate_limited: r.rateLimited, current_rpm: r.currentRpm },
+          queue: {
+            size: q.size,
+            max: q.max,
+            policy: q.policy,
+            by_priority: q.byPriority,
+            enqueued: q.enqueued,
+            dequeued: q.dequeued,
+            dropped: q.dropped,
+            timed_out: q.timedOut,
+            bypassed: q.bypassed
+          },
+          token_bucket: { tokens: round2(b.tokens), capacity: b.capacity, rate_rpm: round2(b.effectiveRpm) },
+          retreat: { state: b.mode, effective_rpm: round2(b.effectiveRpm), base_rpm: b.baseRpm, rate_429: round2(b.rate429) },
+          inflight: yield* dispatcher.inflight
+        } satisfies StateSnapshot
+      })
+
+      const current = yield* Effect.cachedWithTTL(compute, "1 second")
+      const frames = Stream.repeatEffectWithSchedule(current, Schedule.spaced("1 second")).pipe(
+        Stream.map((s) => `data: ${JSON.stringify(s)}\n\n`)
+      )
+      return Snapshot.of({ current, compute, events: Stream.concat(Stream.make("retry: 3000\n\n"), frames) })
+    })
+  )
+}
+
+const round2 = (n: number) => Math.round(n * 100) / 100

@@ -1,0 +1,169 @@
+import { Clock, Context, Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
+import * as Retreat from "./Retreat.js"
+import { SidecarConfig } from "./SidecarConfig.js"
+
+export interface TokenBucketSnapshot {
+  readonly tokens: number
+  readonly capacity: number
+  readonly baseRpm: number
+  readonly effectiveRpm: number
+  readonly mode: Retreat.RetreatMode
+  /** 429 share of upstream answers over the last 60 s. */
+  readonly rate429: number
+  /** Millis until the next whole token (0 when one is available now). */
+  readonly nextTokenInMs: number
+  readonly pausedForMs: number
+}
+
+/** Adaptive token bucket: continuous refill at the effective rate, which retreats on 429s. */
+export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket, {
+  /** Waits on the Clock until a token is available (and any Retry-After pause is over), then consumes it. */
+  readonly take: Effect.Effect<void>
+  /** Gives back a token that was taken for a call that never happened. */
+  readonly refund: Effect.Effect<void>
+  /** Feeds the retreat window with one upstream outcome. */
+  readonly record: (outcome: "ok" | "throttled") => Effect.Effect<void>
+  /** Holds dispatch until `millis` from now (upstream Retry-After). */
+  readonly pauseFor: (millis: number) => Effect.Effect<void>
+  /** Hot change; accrued tokens are kept (capped at the new capacity). */
+  readonly configure: (change: { readonly rateRpm?: number; readonly capacity?: number }) => Effect.Effect<void>
+  readonly snapshot: Effect.Effect<TokenBucketSnapshot>
+}>() {
+  static readonly layer = Layer.scoped(
+    TokenBucket,
+    Effect.gen(function*() {
+      const config = yield* SidecarConfig
+      const state = yield* Ref.make<State>({
+        tokens: config.bucketCapacity,
+        capacity: config.bucketCapacity,
+        baseRpm: config.rateRpm,
+        updatedAt: yield* Clock.currentTimeMillis,
+        pausedUntil: 0,
+        retreat: Retreat.initial(config.rateRpm),
+        outcomes: []
+      })
+
+      const withNow = <A>(f: (s: State, now: number) => readonly [A, State]) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.modify(state, (s) => f(refill(s, now), now)))
+
+      // 0 = token consumed, otherwise millis until it is worth looking again.
+      const tryTake = withNow((s, now) => {
+        if (s.pausedUntil > now) return [s.pausedUntil - now, s] as const
+        if (s.tokens >= 1) return [0, { ...s, tokens: s.tokens - 1 }] as const
+        return [untilNextToken(s), s] as const
+      })
+
+      const take = Effect.gen(function*() {
+        let wait = yield* tryTake
+        while (wait > 0) {
+          yield* Effect.sleep(Duration.millis(wait))
+          wait = yield* tryTake
+        }
+      })
+
+      const record = (outcome: "ok" | "throttled") =>
+        withNow((s, now) => [undefined, { ...s, outcomes: addOutcome(s.outcomes, now, outcome === "throttled") }] as const)
+
+      const evaluate = withNow((s, now) => {
+        const retreat = Retreat.evaluate(s.retreat, ratios(s.outcomes, now), now, s.baseRpm)
+        return [undefined, { ...s, retreat, outcomes: prune(s.outcomes, now) }] as const
+      })
+
+      const snapshot = withNow((s, now): readonly [TokenBucketSnapshot, State] => [{
+        tokens: s.tokens,
+        capacity: s.capacity,
+        baseRpm: s.baseRpm,
+        effectiveRpm: s.retreat.effectiveRpm,
+        mode: s.retreat.mode,
+        rate429: ratios(s.outcomes, now).recent,
+        nextTokenInMs: s.tokens >= 1 ? 0 : untilNextToken(s),
+        pausedForMs: Math.max(0, s.pausedUntil - now)
+      }, s])
+
+      yield* evaluate.pipe(Effect.repeat(Schedule.spaced(Duration.millis(Retreat.params.stepMs))), Effect.forkScoped)
+
+      return TokenBucket.of({
+        take,
+        refund: withNow((s) => [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const),
+        record,
+        pauseFor: (millis) => withNow((s, now) => [undefined, { ...s, pausedUntil: Math.max(s.pausedUntil, now + millis) }] as const),
+        configure: (change) =>
+          withNow((s) => {
+            const capacity = change.capacity ?? s.capacity
+            const baseRpm = change.rateRpm ?? s.baseRpm
+            return [undefined, {
+              ...s,
+              capacity,
+              baseRpm,
+              tokens: Math.min(capacity, s.tokens),
+              retreat: Retreat.rebase(s.retreat, baseRpm)
+            }] as const
+          }),
+        snapshot
+      })
+    })
+  )
+
+  /** Parses an upstream `Retry-After` (seconds or HTTP date) into millis from `now`. */
+  static readonly retryAfterMillis = (value: string | ReadonlyArray<string> | undefined, now: number): Option.Option<number> => {
+    const raw = typeof value === "string" ? value : value?.[0]
+    if (raw === undefined || raw.trim() === "") return Option.none()
+    const seconds = Number(raw)
+    if (Number.isFinite(seconds)) return seconds >= 0 ? Option.some(seconds * 1000) : Option.none()
+    const at = Date.parse(raw)
+    return Number.isNaN(at) ? Option.none() : Option.some(Math.max(0, at - now))
+  }
+}
+
+interface State {
+  readonly tokens: number
+  readonly capacity: number
+  readonly baseRpm: number
+  readonly updatedAt: number
+  readonly pausedUntil: number
+  readonly retreat: Retreat.Retreat
+  /** Per-second [second, total, throttled] counts for the last 120 s. */
+  readonly outcomes: ReadonlyArray<readonly [number, number, number]>
+}
+
+const MINUTE_MS = 60_000
+
+function refill(s: State, now: number): State {
+  if (now <= s.updatedAt) return s
+  const earned = ((now - s.updatedAt) * s.retreat.effectiveRpm) / MINUTE_MS
+  return { ...s, tokens: Math.min(s.capacity, s.tokens + earned), updatedAt: now }
+}
+
+function untilNextToken(s: State): number {
+  return Math.max(1, Math.ceil(((1 - s.tokens) * MINUTE_MS) / s.retreat.effectiveRpm))
+}
+
+function addOutcome(outcomes: State["outcomes"], now: number, throttled: boolean): State["outcomes"] {
+  const second = Math.floor(now / 1000)
+  const last = outcomes[outcomes.length - 1]
+  if (last !== undefined && last[0] === second) {
+    return [...outcomes.slice(0, -1), [second, last[1] + 1, last[2] + (throttled ? 1 : 0)]]
+  }
+  return [...prune(outcomes, now), [second, 1, throttled ? 1 : 0]]
+}
+
+function prune(outcomes: State["outcomes"], now: number): State["outcomes"] {
+  const oldest = Math.floor((now - Retreat.params.recoverAfterMs) / 1000)
+  return outcomes[0] !== undefined && outcomes[0][0] <= oldest ? outcomes.filter(([second]) => second > oldest) : outcomes
+}
+
+function ratios(outcomes: State["outcomes"], now: number): Retreat.Ratios {
+  const ratioSince = (windowMs: number) => {
+    const oldest = Math.floor((now - windowMs) / 1000)
+    let total = 0
+    let throttled = 0
+    for (const [second, t, th] of outcomes) {
+      if (second > oldest) {
+        total += t
+        throttled += th
+      }
+    }
+    return total === 0 ? 0 : throttled / total
+  }
+  return { recent: ratioSince(Retreat.params.windowMs), long: ratioSince(Retreat.params.recoverAfterMs) }
+}

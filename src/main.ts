@@ -1,0 +1,26 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { Console, Effect, Layer } from "effect"
+import * as App from "./App.js"
+import * as Cli from "./Cli.js"
+import * as Logging from "./Logging.js"
+import * as Tracing from "./Tracing.js"
+import { version } from "./Version.js"
+
+const command = Cli.parseCommand(process.argv.slice(2))
+
+if (command._tag === "Help") console.log(Cli.helpText())
+else if (command._tag === "Version") console.log(version)
+else if (command._tag === "Invalid") {
+  console.error(command.message)
+  process.exitCode = 2
+}
+else {
+  const main = App.layer.pipe(
+    Layer.provide([Logging.layer, Tracing.layer]),
+    Layer.provide(Cli.configLayer(command.configFile, process.env))
+  )
+  Layer.launch(main).pipe(
+    Effect.tapError((error) => Console.error(error.message)),
+    NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
+  )
+}
