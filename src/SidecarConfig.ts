@@ -83,7 +83,9 @@ const Bool = Schema.transform(
   Schema.Boolean,
   { strict: true, decode: (s) => ["true", "1", "yes"].includes(s.toLowerCase()), encode: (b) => (b ? "true" : "false") }
 )
-const Policy = Schema.Literal("passthrough", "reject", "drop_lowest")
+const Policy = Schema.Literal("passthrough", "reject", "drop_lowest").annotations({
+  message: (issue) => `expected passthrough, reject or drop_lowest, got ${String(issue.actual)}`
+})
 const Level = Schema.transform(
   Schema.String.pipe(Schema.filter((s) => levels.includes(s.toUpperCase()) || `expected one of ${levels.join(", ")}`)),
   Schema.String,
@@ -163,9 +165,11 @@ function toLogLevel(name: string): LogLevel.LogLevel {
 
 /** One line per bad field, `NAME: problem`; values of secret fields are never echoed. */
 function describe(error: ParseResult.ParseError): ReadonlyArray<string> {
-  return ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => {
+  const byField = new Map<string, string>()
+  for (const issue of ParseResult.ArrayFormatter.formatErrorSync(error)) {
     const name = String(issue.path[0] ?? "config")
     const secret = name === "SIDECAR_API_KEY" || name === "SIDECAR_ADMIN_TOKEN"
-    return `${name}: ${secret ? "invalid value" : issue.message}`
-  })
+    if (!byField.has(name)) byField.set(name, `${name}: ${secret ? "invalid value" : issue.message}`)
+  }
+  return [...byField.values()]
 }

@@ -48,7 +48,7 @@ export const makeRoutes = (draining: Ref.Ref<boolean>) =>
     return (req: IncomingMessage, res: ServerResponse): Effect.Effect<void> => {
       const url = req.url ?? "/"
       const path = url.split("?", 1)[0] ?? url
-      if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/")) {
+      if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/") || url.startsWith("//")) {
         return Either.match(normalizePath(url), {
           onLeft: (error) => Effect.sync(() => writeError(res, toErrorResponse(error))),
           onRight: (clean) => proxy(req, res, clean)

@@ -1,0 +1,276 @@
+import { Duration, Option } from "effect"
+import { connect } from "node:net"
+import { Readable } from "node:stream"
+import { request as undiciRequest } from "undici"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { json, MockUpstream, sse } from "./support/MockUpstream.js"
+import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
+
+let upstream: MockUpstream
+let sidecar: RunningSidecar
+
+beforeAll(async () => {
+  upstream = await MockUpstream.start()
+  sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 100_000, bucketCapacity: 1000, maxBodyBytes: 1024 * 1024 })
+})
+afterAll(async () => {
+  await sidecar.close()
+  await upstream.close()
+})
+afterEach(() => {
+  upstream.received.length = 0
+  upstream.handler = (_req, res) => json(res, 200, { id: "chatcmpl-mock", choices: [] })
+})
+
+const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+  undiciRequest(`${sidecar.url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body)
+  })
+
+/** Sends bytes as they are, so paths reach the server unnormalised. */
+const raw = (text: string) =>
+  new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(new URL(sidecar.url).port), "127.0.0.1", () => socket.write(text))
+    let out = ""
+    socket.on("data", (d) => (out += d.toString()))
+    socket.on("end", () => resolve(out))
+    socket.on("error", reject)
+  })
+
+describe("proxying", () => {
+  it("forwards to /v1 once, swaps the client's key for the sidecar's and drops hop-by-hop headers", async () => {
+    const body = JSON.stringify({ model: "meta/llama-3.1-8b-instruct", messages: [] })
+    const answer = await raw([
+      "POST /v1/chat/completions HTTP/1.1",
+      "Host: x",
+      "Content-Type: application/json",
+      `Content-Length: ${body.length}`,
+      "Authorization: Bearer client-key",
+      "Connection: close, x-secret-hop",
+      "X-Secret-Hop: 1",
+      "Proxy-Authorization: Basic abc",
+      "TE: trailers",
+      "Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      "X-Custom: kept",
+      "",
+      body
+    ].join("\r\n"))
+    expect(answer).toMatch(/^HTTP\/1.1 200/)
+    const seen = upstream.received[0]!
+    expect(seen.url).toBe("/v1/chat/completions")
+    expect(seen.headers.authorization).toBe("Bearer test-key")
+    expect(seen.headers["x-secret-hop"]).toBeUndefined()
+    expect(seen.headers["proxy-authorization"]).toBeUndefined()
+    expect(seen.headers.te).toBeUndefined()
+    expect(seen.headers.traceparent).toBe("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    expect(seen.headers.b3).toBeUndefined()
+    expect(seen.headers["x-custom"]).toBe("kept")
+  })
+
+  it("strips a gateway prefix in front of a full model id and keeps two-segment NVIDIA ids", async () => {
+    await (await post("/v1/chat/completions", { model: "nvidia/deepseek-ai/deepseek-v4-pro", messages: [{ role: "user", content: "hi" }] })).body.text()
+    await (await post("/v1/chat/completions", { model: "nvidia/llama-3.1-nemotron-70b-instruct" })).body.text()
+    expect(upstream.received[0]!.json).toEqual({ model: "deepseek-ai/deepseek-v4-pro", messages: [{ role: "user", content: "hi" }] })
+    expect(upstream.received[1]!.json?.model).toBe("nvidia/llama-3.1-nemotron-70b-instruct")
+  })
+
+  it("passes upstream statuses and bodies through unchanged", async () => {
+    upstream.handler = (_req, res) => json(res, 422, { error: { message: "bad model", type: "invalid_request_error" } }, { "x-upstream": "yes" })
+    const res = await post("/v1/embeddings", { model: "nvidia/nv-embed", input: "x" })
+    expect(res.statusCode).toBe(422)
+    expect(res.headers["x-upstream"]).toBe("yes")
+    expect(await res.body.json()).toEqual({ error: { message: "bad model", type: "invalid_request_error" } })
+  })
+
+  it("forwards model listing and catch-all paths with their query, unqueued", async () => {
+    upstream.handler = (req, res) => json(res, 200, { object: "list", url: req.url })
+    const res = await undiciRequest(`${sidecar.url}/v1/models?limit=2`)
+    expect(await res.body.json()).toEqual({ object: "list", url: "/v1/models?limit=2" })
+    expect(res.headers["x-sidecar-priority"]).toBeUndefined()
+    const other = await undiciRequest(`${sidecar.url}/v1/files//abc`)
+    await other.body.text()
+    expect(upstream.received[1]!.url).toBe("/v1/files/abc")
+  })
+
+  it("marks limited answers with rate-limit headers", async () => {
+    const res = await post("/v1/chat/completions", { model: "nvidia/x" }, { "x-priority": "HIGH" })
+    await res.body.text()
+    expect(res.headers["x-sidecar-priority"]).toBe("high")
+    expect(res.headers["x-sidecar-upstream-retries"]).toBe("0")
+    expect(Number(res.headers["x-ratelimit-limit-requests"])).toBe(100_000)
+    expect(res.headers["x-sidecar-queue-wait-ms"]).toMatch(/^\d+$/)
+  })
+})
+
+describe("streaming", () => {
+  it("delivers chunks as they arrive, not at once", async () => {
+    upstream.handler = (_req, res) => sse(res, 20, 50)
+    const started = performance.now()
+    const res = await post("/v1/chat/completions", { model: "nvidia/x", stream: true })
+    expect(res.headers["content-type"]).toBe("text/event-stream")
+    expect(res.headers["x-accel-buffering"]).toBe("no")
+    const arrivals: Array<number> = []
+    let text = ""
+    for await (const chunk of res.body) {
+      arrivals.push(performance.now() - started)
+      text += chunk.toString()
+    }
+    expect(text).toContain("data: [DONE]")
+    expect(text.match(/data: \{"i":\d+\}/g)).toHaveLength(20)
+    expect(arrivals.length).toBeGreaterThanOrEqual(10)
+    expect(arrivals[arrivals.length - 1]! - arrivals[0]!).toBeGreaterThanOrEqual(700)
+  })
+
+  it("aborts the upstream request within 1 s when the client disconnects mid-stream", async () => {
+    upstream.handler = (_req, res) => sse(res, 200, 20)
+    const controller = new AbortController()
+    const res = await undiciRequest(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "nvidia/x", stream: true }),
+      headers: { "content-type": "application/json" },
+      signal: controller.signal
+    })
+    const reader = res.body[Symbol.asyncIterator]()
+    await reader.next()
+    const abortedAt = performance.now()
+    controller.abort()
+    await expect(withTimeout(upstream.received[0]!.aborted, 1000)).resolves.toBe("done")
+    expect(upstream.received[0]!.abortedAt! - abortedAt).toBeLessThan(1000)
+  })
+
+  it("aborts the upstream request when the client leaves before headers arrive", async () => {
+    upstream.handler = () => new Promise(() => {})
+    const controller = new AbortController()
+    const sent = undiciRequest(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "nvidia/x" }),
+      signal: controller.signal
+    }).catch(() => "aborted")
+    await waitFor(() => upstream.received.length === 1)
+    controller.abort()
+    expect(await sent).toBe("aborted")
+    await expect(withTimeout(upstream.received[0]!.aborted, 1000)).resolves.toBe("done")
+  })
+
+  it("ends the client stream with an SSE error event and no [DONE] when upstream resets mid-stream", async () => {
+    upstream.handler = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      res.write("data: {\"i\":0}\n\n")
+      setTimeout(() => res.socket?.destroy(), 50)
+    }
+    const res = await post("/v1/chat/completions", { model: "nvidia/x", stream: true })
+    const text = await res.body.text()
+    expect(text).toContain("data: {\"i\":0}")
+    expect(text).toContain("event: error")
+    expect(text).not.toContain("[DONE]")
+  })
+})
+
+describe("errors", () => {
+  it("answers 413 from content-length without reading the body", async () => {
+    const answer = await raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${20 * 1024 * 1024}\r\n\r\n{"model":`)
+    expect(answer).toMatch(/^HTTP\/1.1 413/)
+    expect(answer).toContain("body_too_large")
+    expect(upstream.received).toHaveLength(0)
+  })
+
+  it("answers 413 for a chunked body that crosses the limit", async () => {
+    const res = await undiciRequest(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      body: Readable.from((function*() {
+        for (let i = 0; i < 32; i++) yield Buffer.alloc(64 * 1024, 120)
+      })())
+    }).catch((e: unknown) => e)
+    if (res instanceof Error) expect(res.message).toMatch(/socket|closed|reset|other side/i)
+    else expect((res as { statusCode: number }).statusCode).toBe(413)
+    expect(upstream.received).toHaveLength(0)
+  })
+
+  it("answers 400 with an OpenAI error body for invalid JSON", async () => {
+    const res = await post("/v1/chat/completions", "{not json")
+    expect(res.statusCode).toBe(400)
+    const body = (await res.body.json()) as { error: { code: string; type: string; message: string } }
+    expect(body.error.code).toBe("invalid_json")
+    expect(body.error.type).toBe("invalid_request_error")
+    expect(upstream.received).toHaveLength(0)
+  })
+
+  it("refuses traversal and absolute-URL targets without forwarding them", async () => {
+    for (const target of ["/v1/../admin", "/v1/%2e%2e/secret", "/v1/models/..%2fetc", "/v1/a\\..\\b", "http://evil.example/v1/models", "//evil/v1/models", "/v1/%zz"]) {
+      const answer = await raw(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+      expect(answer, target).toMatch(/^HTTP\/1.1 400/)
+      expect(answer, target).toContain("invalid_path")
+    }
+    expect(upstream.received).toHaveLength(0)
+  })
+
+  it("answers 404 outside /v1", async () => {
+    const res = await undiciRequest(`${sidecar.url}/nope`)
+    expect(res.statusCode).toBe(404)
+    await res.body.text()
+  })
+})
+
+describe("upstream failures", () => {
+  it("answers 502 when the upstream refuses connections", async () => {
+    const down = await startSidecar({ upstream: "http://127.0.0.1:9/v1" })
+    try {
+      const res = await undiciRequest(`${down.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) })
+      expect(res.statusCode).toBe(502)
+      const body = (await res.body.json()) as { error: { code: string; message: string } }
+      expect(body.error.code).toBe("bad_gateway")
+      expect(body.error.message).not.toContain("test-key")
+    } finally {
+      await down.close()
+    }
+  })
+
+  it("answers 504 when the upstream sends no headers within the timeout", async () => {
+    const slow = await MockUpstream.start()
+    slow.handler = () => new Promise(() => {})
+    const timing = await startSidecar({ upstream: slow.url, timeout: Duration.millis(300) })
+    try {
+      const res = await undiciRequest(`${timing.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) })
+      expect(res.statusCode).toBe(504)
+      expect(((await res.body.json()) as { error: { code: string } }).error.code).toBe("upstream_timeout")
+    } finally {
+      await timing.close()
+      await slow.close()
+    }
+  })
+
+  it("sends non-alias models to the passthrough upstream unthrottled, with the client's own key", async () => {
+    const other = await MockUpstream.start()
+    const split = await startSidecar({ upstream: upstream.url, passthroughUpstream: Option.some(other.url), rateRpm: 1, bucketCapacity: 1 })
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await undiciRequest(`${split.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: "Bearer client-own" },
+          body: JSON.stringify({ model: "openai/gpt-4o" })
+        })
+        expect(res.statusCode).toBe(200)
+        await res.body.text()
+      }
+      expect(other.received).toHaveLength(3)
+      expect(other.received[0]!.headers.authorization).toBe("Bearer client-own")
+      expect(upstream.received).toHaveLength(0)
+    } finally {
+      await split.close()
+      await other.close()
+    }
+  })
+})
+
+const waitFor = async (condition: () => boolean, ms = 2000) => {
+  const until = performance.now() + ms
+  while (!condition()) {
+    if (performance.now() > until) throw new Error("condition not met in time")
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+const withTimeout = <A>(promise: Promise<A>, ms: number) =>
+  Promise.race([promise.then(() => "done"), new Promise((resolve) => setTimeout(() => resolve("timeout"), ms))])

@@ -1,0 +1,251 @@
+// Retreat (ADR-009): the pure state machine, then the same rules through TokenBucket.record and
+// the bucket's evaluation fiber, which runs at t = 0, 5 s, 10 s, ... under the TestClock.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, TestClock } from "effect"
+import * as Retreat from "../src/Retreat.js"
+import { TokenBucket } from "../src/TokenBucket.js"
+import { bucketWith } from "./support/schedulerLayer.js"
+
+// 40 rpm base: one retreat step is 40 -> 30 -> 22.5 -> ...
+const Base40 = bucketWith({ rateRpm: 40, bucketCapacity: 40 })
+
+const calm: Retreat.Ratios = { recent: 0, long: 0 }
+const ratios = (recent: number, long = recent): Retreat.Ratios => ({ recent, long })
+
+/** `ok` and `throttled` outcomes, recorded at the current TestClock time. */
+const recordMany = (ok: number, throttled: number) =>
+  Effect.gen(function*() {
+    const bucket = yield* TokenBucket
+    for (let i = 0; i < ok; i++) yield* bucket.record("ok")
+    for (let i = 0; i < throttled; i++) yield* bucket.record("throttled")
+  })
+
+const state = Effect.map(TokenBucket, (b) => b.snapshot).pipe(
+  Effect.flatten,
+  Effect.map((s) => ({ mode: s.mode, rpm: s.effectiveRpm }))
+)
+
+describe("Retreat.evaluate", () => {
+  it("enters retreat at 5 % 429s with the rate at 0.75 x base", () => {
+    const next = Retreat.evaluate(Retreat.initial(40), ratios(0.05), 5_000, 40)
+    assert.deepStrictEqual(next, { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 })
+  })
+
+  it("stays normal just under 5 % 429s", () => {
+    const next = Retreat.evaluate(Retreat.initial(40), ratios(0.049), 5_000, 40)
+    assert.deepStrictEqual(next, { mode: "normal", effectiveRpm: 40, lastDecreaseAt: 0 })
+  })
+
+  it("keeps decreasing in retreat while 429s are at 10 % or more", () => {
+    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
+    assert.deepStrictEqual(
+      Retreat.evaluate(retreat, ratios(0.1), 10_000, 40),
+      { mode: "retreat", effectiveRpm: 22.5, lastDecreaseAt: 10_000 }
+    )
+  })
+
+  it("holds the retreated rate between 5 and 10 % 429s", () => {
+    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
+    assert.deepStrictEqual(Retreat.evaluate(retreat, ratios(0.099), 10_000, 40), retreat)
+  })
+
+  it("never goes below 5 rpm", () => {
+    const near: Retreat.Retreat = { mode: "retreat", effectiveRpm: 6, lastDecreaseAt: 0 }
+    const floored = Retreat.evaluate(near, ratios(1), 5_000, 40)
+    assert.strictEqual(floored.effectiveRpm, 5)
+    assert.strictEqual(Retreat.evaluate(floored, ratios(1), 10_000, 40).effectiveRpm, 5)
+  })
+
+  it("moves to recover 120 s after the last decrease when the long window is under 2 %", () => {
+    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
+    assert.deepStrictEqual(Retreat.evaluate(retreat, calm, 124_999, 40), retreat)
+    assert.deepStrictEqual(
+      Retreat.evaluate(retreat, calm, 125_000, 40),
+      { mode: "recover", effectiveRpm: 32, lastDecreaseAt: 5_000 }
+    )
+  })
+
+  it("does not recover while the long window holds 2 % 429s or more", () => {
+    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
+    assert.deepStrictEqual(Retreat.evaluate(retreat, ratios(0, 0.02), 200_000, 40), retreat)
+    assert.strictEqual(Retreat.evaluate(retreat, ratios(0, 0.019), 200_000, 40).mode, "recover")
+  })
+
+  it("adds 2 rpm per recover step and returns to normal at the base rate", () => {
+    const recover: Retreat.Retreat = { mode: "recover", effectiveRpm: 35, lastDecreaseAt: 0 }
+    const step1 = Retreat.evaluate(recover, calm, 200_000, 40)
+    assert.deepStrictEqual(step1, { mode: "recover", effectiveRpm: 37, lastDecreaseAt: 0 })
+    const step2 = Retreat.evaluate(step1, calm, 205_000, 40)
+    assert.deepStrictEqual(step2, { mode: "recover", effectiveRpm: 39, lastDecreaseAt: 0 })
+    assert.deepStrictEqual(Retreat.evaluate(step2, calm, 210_000, 40), { mode: "normal", effectiveRpm: 40, lastDecreaseAt: 0 })
+  })
+
+  it("re-enters retreat on 5 % 429s during recover", () => {
+    const recover: Retreat.Retreat = { mode: "recover", effectiveRpm: 32, lastDecreaseAt: 0 }
+    assert.deepStrictEqual(
+      Retreat.evaluate(recover, ratios(0.05, 0.05), 200_000, 40),
+      { mode: "retreat", effectiveRpm: 24, lastDecreaseAt: 200_000 }
+    )
+    assert.strictEqual(Retreat.evaluate(recover, ratios(0.049, 0.049), 200_000, 40).mode, "recover")
+  })
+
+  it("rebases a normal rate to the new base and caps a retreated one", () => {
+    assert.strictEqual(Retreat.rebase(Retreat.initial(40), 60).effectiveRpm, 60)
+    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 0 }
+    assert.strictEqual(Retreat.rebase(retreat, 60).effectiveRpm, 30)
+    assert.strictEqual(Retreat.rebase(retreat, 20).effectiveRpm, 20)
+  })
+})
+
+describe("Retreat through TokenBucket", () => {
+  it.effect("enters retreat at the next evaluation step after 5 % 429s", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(95, 5)
+
+      yield* TestClock.setTime(4_999)
+      assert.deepStrictEqual(yield* state, { mode: "normal", rpm: 40 })
+      yield* TestClock.setTime(5_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("stays normal at 4 % 429s", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(96, 4)
+      yield* TestClock.setTime(5_000)
+      assert.deepStrictEqual(yield* state, { mode: "normal", rpm: 40 })
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("lowers the rate only once per 5 s step however many 429s arrive", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(0, 1000)
+      yield* TestClock.setTime(5_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+
+      yield* TestClock.setTime(6_000)
+      yield* recordMany(0, 1000)
+      yield* TestClock.setTime(9_999)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+      yield* TestClock.setTime(10_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 22.5 })
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("keeps lowering each step while 429s stay at 10 %", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(90, 10)
+      for (const [at, rpm] of [[5_000, 30], [10_000, 22.5], [15_000, 16.875]] as const) {
+        yield* TestClock.setTime(at)
+        assert.deepStrictEqual(yield* state, { mode: "retreat", rpm }, `at ${at} ms`)
+      }
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("holds the retreated rate while 429s are between 5 and 10 %", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(93, 7)
+      yield* TestClock.setTime(5_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+      yield* TestClock.setTime(60_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("never lowers the rate below 5 rpm", () =>
+    Effect.gen(function*() {
+      // 100 % 429s stay in the 60 s window until 62 s: twelve decreasing steps.
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(0, 100)
+      yield* TestClock.setTime(35_000) // seven steps: 40 x 0.75^7
+      assert.closeTo((yield* state).rpm, 40 * 0.75 ** 7, 1e-9)
+      yield* TestClock.setTime(40_000) // an eighth would be 4.0
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 5 })
+      yield* TestClock.setTime(60_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 5 })
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("recovers after 120 s under 2 %, adding 2 rpm per step back to normal", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(95, 5)
+      yield* TestClock.setTime(5_000) // last decrease
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+
+      yield* TestClock.setTime(124_999)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+      const expected = [
+        [125_000, "recover", 32],
+        [130_000, "recover", 34],
+        [135_000, "recover", 36],
+        [140_000, "recover", 38],
+        [145_000, "normal", 40],
+        [150_000, "normal", 40]
+      ] as const
+      for (const [at, mode, rpm] of expected) {
+        yield* TestClock.setTime(at)
+        assert.deepStrictEqual(yield* state, { mode, rpm }, `at ${at} ms`)
+      }
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("waits for 2 % 429s to leave the 120 s window before recovering", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(95, 5)
+      yield* TestClock.setTime(70_000)
+      yield* recordMany(98, 2) // 2 % stays in the 120 s window until 190 s
+      yield* TestClock.setTime(185_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+      yield* TestClock.setTime(190_000)
+      assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 32 })
+    }).pipe(Effect.provide(Base40)))
+
+  it.effect("re-enters retreat on a 429 burst during recover", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(95, 5)
+      yield* TestClock.setTime(125_000)
+      assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 32 })
+
+      yield* TestClock.setTime(126_000)
+      yield* recordMany(0, 10)
+      yield* TestClock.setTime(129_999)
+      assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 32 })
+      yield* TestClock.setTime(130_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 24 })
+    }).pipe(Effect.provide(Base40)))
+
+  // The seed's regression (a lock held across record/take/snapshot) rewritten for fibers.
+  it.effect("loses no update when 50 fibers record, take and read snapshots at once", () =>
+    Effect.gen(function*() {
+      const bucket = yield* TokenBucket
+      const fibers = 50
+      const rounds = 10
+      const lowest = yield* Effect.forEach(
+        Array.from({ length: fibers }, (_, i) => i),
+        (i) =>
+          Effect.gen(function*() {
+            let min = Infinity
+            for (let r = 0; r < rounds; r++) {
+              yield* bucket.record(i < 10 ? "throttled" : "ok")
+              yield* Effect.yieldNow()
+              yield* bucket.take
+              min = Math.min(min, (yield* bucket.snapshot).tokens)
+              yield* Effect.yieldNow()
+            }
+            return min
+          }),
+        { concurrency: "unbounded" }
+      )
+
+      // The clock never moved: no refill, so every take shows up exactly.
+      const after = yield* bucket.snapshot
+      assert.strictEqual(after.tokens, 1000 - fibers * rounds)
+      assert.isAtLeast(Math.min(...lowest), 1000 - fibers * rounds)
+      // 100 throttled of 500 outcomes; a lost record of either kind moves the ratio.
+      assert.strictEqual(after.rate429, 100 / 500)
+
+      yield* TestClock.setTime(5_000)
+      assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
+    }).pipe(Effect.provide(bucketWith({ rateRpm: 40, bucketCapacity: 1000 }))))
+})

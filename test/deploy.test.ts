@@ -1,0 +1,316 @@
+// Deployment artefacts: systemd unit, flake, Dockerfile, .env.example, and the runtime layout
+// they all ship (dist/ + bin/ + package.json, started with node).
+import { describe, it, expect } from "vitest";
+import { spawn, spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const read = (path: string): string => readFileSync(join(root, path), "utf8");
+const hasCommand = (name: string): boolean =>
+  spawnSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" }).status === 0;
+
+// SPEC section 7, plus the two OpenTelemetry variables the deployment documents.
+const SETTINGS = [
+  "SIDECAR_HOST",
+  "SIDECAR_PORT",
+  "SIDECAR_METRICS_PORT",
+  "SIDECAR_UPSTREAM",
+  "SIDECAR_PASSTHROUGH_UPSTREAM",
+  "SIDECAR_API_KEY",
+  "SIDECAR_RATE_RPM",
+  "SIDECAR_BUCKET_CAPACITY",
+  "SIDECAR_TIMEOUT",
+  "SIDECAR_QUEUE_MAX",
+  "SIDECAR_QUEUE_FULL_POLICY",
+  "SIDECAR_FALLBACK_PASSTHROUGH",
+  "SIDECAR_LOW_TIMEOUT",
+  "SIDECAR_MAX_INFLIGHT",
+  "SIDECAR_MAX_RETRIES",
+  "SIDECAR_QUEUE_TIMEOUT",
+  "SIDECAR_MAX_BODY_BYTES",
+  "SIDECAR_DRAIN_TIMEOUT",
+  "SIDECAR_LOG_LEVEL",
+  "SIDECAR_ADMIN_TOKEN",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_SERVICE_NAME",
+] as const;
+const DRAIN_TIMEOUT_DEFAULT_S = 25;
+
+const UNIT = "deploy/nvidia-sidecar.service";
+// What every deploy path installs: the bundle, the CLI entry point, the dashboard page, package.json.
+const RUNTIME_PARTS = ["bin", "dist", "static", "package.json"] as const;
+
+interface PackageJson {
+  readonly bin: Record<string, string>;
+  readonly scripts: Record<string, string>;
+}
+const pkg = JSON.parse(read("package.json")) as PackageJson;
+const entryPoint = pkg.bin["nvidia-sidecar"] ?? "";
+
+/** key -> values of a systemd unit section (a key may repeat). */
+function unitSection(text: string, section: string): Map<string, Array<string>> {
+  const out = new Map<string, Array<string>>();
+  let current = "";
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
+    const header = /^\[(.+)\]$/.exec(line);
+    if (header) {
+      current = header[1] ?? "";
+      continue;
+    }
+    const eq = line.indexOf("=");
+    if (current !== section || eq < 0) continue;
+    const key = line.slice(0, eq);
+    out.set(key, [...(out.get(key) ?? []), line.slice(eq + 1)]);
+  }
+  return out;
+}
+
+/** Dockerfile instructions, continuation lines joined, comments dropped. */
+function dockerInstructions(text: string): Array<{ op: string; args: string }> {
+  const joined = text
+    .split("\n")
+    .filter((line) => !line.trimStart().startsWith("#"))
+    .join("\n")
+    .replace(/\\\n/g, " ");
+  return joined
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "")
+    .map((line) => {
+      const space = line.search(/\s/);
+      return space < 0
+        ? { op: line.toUpperCase(), args: "" }
+        : { op: line.slice(0, space).toUpperCase(), args: line.slice(space).trim() };
+    });
+}
+
+describe("systemd unit", () => {
+  const unit = read(UNIT);
+  const service = unitSection(unit, "Service");
+
+  it.skipIf(!hasCommand("systemd-analyze"))("passes systemd-analyze verify with no complaint about it", () => {
+    // verify checks that ExecStart's binary exists: point it at this node when /usr/bin/node is absent.
+    const dir = mkdtempSync(join(tmpdir(), "sidecar-unit-"));
+    try {
+      const path = join(dir, "nvidia-sidecar.service");
+      writeFileSync(path, existsSync("/usr/bin/node") ? unit : unit.replaceAll("/usr/bin/node", process.execPath));
+      const run = spawnSync("systemd-analyze", ["verify", path], { encoding: "utf8" });
+      const complaints = `${run.stdout}${run.stderr}`.split("\n").filter((line) => line.includes("nvidia-sidecar"));
+      expect(complaints).toEqual([]);
+      expect(run.status).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(!hasCommand("systemd-analyze"))("keeps the systemd-analyze security exposure at or below 1.5", () => {
+    const run = spawnSync("systemd-analyze", ["security", "--offline=yes", join(root, UNIT)], { encoding: "utf8" });
+    const score = /Overall exposure level for nvidia-sidecar\.service: ([\d.]+)/.exec(run.stdout);
+    expect(score, run.stdout + run.stderr).not.toBeNull();
+    expect(Number(score?.[1])).toBeLessThanOrEqual(1.5);
+  });
+
+  it("runs the npm entry point with node, as a hardened transient user", () => {
+    expect(service.get("ExecStart")).toEqual([`/usr/bin/node /opt/nvidia-sidecar/${entryPoint}`]);
+    expect(service.get("EnvironmentFile")).toEqual(["-/etc/nvidia-sidecar/env"]);
+    expect(service.get("DynamicUser")).toEqual(["yes"]);
+    expect(service.get("CapabilityBoundingSet")).toEqual([""]);
+    // V8's JIT needs W+X pages: MemoryDenyWriteExecute=yes would kill node.
+    expect(service.get("MemoryDenyWriteExecute")).toEqual(["no"]);
+  });
+
+  it("gives the SIGTERM drain time to finish before systemd kills the process", () => {
+    expect(service.get("KillSignal")).toEqual(["SIGTERM"]);
+    expect(Number(service.get("TimeoutStopSec")?.[0])).toBeGreaterThan(DRAIN_TIMEOUT_DEFAULT_S);
+  });
+
+  it("is mirrored by the NixOS module in flake.nix", () => {
+    const flake = read("flake.nix");
+    // WorkingDirectory and Environment have NixOS counterparts of other shapes.
+    const mirrored = [...service.keys()].filter((key) => key !== "WorkingDirectory" && key !== "Environment");
+    expect(mirrored.filter((key) => !new RegExp(`\\b${key} =`).test(flake))).toEqual([]);
+    expect(flake).toMatch(/TimeoutStopSec = 35;/);
+  });
+});
+
+describe("flake", () => {
+  const flake = read("flake.nix");
+
+  it.skipIf(!hasCommand("nix-instantiate"))("parses", () => {
+    const run = spawnSync("nix-instantiate", ["--parse", join(root, "flake.nix")], { encoding: "utf8" });
+    expect(run.stderr).toBe("");
+    expect(run.status).toBe(0);
+  });
+
+  it("gives importNpmLock a resolved URL and an integrity hash for every locked package", () => {
+    // The project .npmrc keeps `resolved` in the lockfile; importNpmLock fetches by it.
+    type Entry = { version?: string; resolved?: string; integrity?: string; link?: boolean };
+    const lock = JSON.parse(read("package-lock.json")) as { packages: Record<string, Entry> };
+    const unfetchable = Object.entries(lock.packages)
+      .filter(([path, e]) => path !== "" && e.link !== true)
+      .filter(([, e]) => !(e.resolved?.startsWith("https://") && e.integrity !== undefined))
+      .map(([path]) => path);
+    expect(unfetchable).toEqual([]);
+  });
+
+  it("builds and runs the same entry point as npm start", () => {
+    expect(entryPoint).toBe("bin/nvidia-sidecar.mjs");
+    expect(pkg.scripts["start"]).toBe(`node ${entryPoint}`);
+    expect(pkg.scripts["build"]).toBeDefined();
+    expect(flake).toContain(`npmBuildScript = "build";`);
+    expect(flake).toMatch(/npmDeps = importNpmLock \{/);
+    expect(flake).toContain("npmConfigHook = importNpmLock.npmConfigHook;");
+    expect(flake).toContain("nodejs = pkgs.nodejs_20;");
+    expect(flake).toContain(`makeWrapper \${nodejs}/bin/node $out/bin/nvidia-sidecar`);
+    expect(flake).toContain(`--add-flags $out/lib/nvidia-sidecar/${entryPoint}`);
+    expect(flake).toContain("cp -r bin dist static $out/lib/nvidia-sidecar/");
+    expect(flake).toContain("cp ${./package.json} $out/lib/nvidia-sidecar/package.json");
+    for (const system of ["x86_64-linux", "aarch64-linux", "x86_64-darwin", "aarch64-darwin"]) {
+      expect(flake).toContain(`"${system}"`);
+    }
+  });
+
+  it("pins nixpkgs in flake.lock to a full revision with its NAR hash", () => {
+    type Node = { locked?: Record<string, unknown>; original?: Record<string, unknown>; inputs?: Record<string, string> };
+    const lock = JSON.parse(read("flake.lock")) as { nodes: Record<string, Node>; root: string; version: number };
+    expect(lock.version).toBe(7);
+    const nixpkgs = lock.nodes[lock.nodes[lock.root]?.inputs?.["nixpkgs"] ?? ""];
+    expect(nixpkgs?.locked).toMatchObject({ type: "github", owner: "NixOS", repo: "nixpkgs" });
+    expect(String(nixpkgs?.locked?.["rev"])).toMatch(/^[0-9a-f]{40}$/);
+    expect(String(nixpkgs?.locked?.["narHash"])).toMatch(/^sha256-[A-Za-z0-9+/]{43}=$/);
+    expect(flake).toContain(`github:NixOS/nixpkgs/${String(nixpkgs?.original?.["ref"])}"`);
+  });
+});
+
+describe("Dockerfile", () => {
+  const steps = dockerInstructions(read("Dockerfile"));
+  const lastFrom = steps.map((s) => s.op).lastIndexOf("FROM");
+  const runtime = steps.slice(lastFrom);
+  const args = (op: string) => runtime.filter((s) => s.op === op).map((s) => s.args);
+
+  it("is multi-stage", () => {
+    expect(steps.filter((s) => s.op === "FROM").length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("runs the final stage as a non-root user", () => {
+    const user = args("USER").at(-1) ?? "";
+    expect(user).not.toBe("");
+    expect(user.split(":")[0]).not.toMatch(/^(root|0)$/);
+  });
+
+  it("copies exactly the runtime parts into the final stage", () => {
+    const copied = args("COPY").map((a) => a.split(/\s+/).at(-1)?.replace(/^\.\//, ""));
+    expect(copied.sort()).toEqual([...RUNTIME_PARTS].sort());
+  });
+
+  it("ships no dev dependencies in the final stage", () => {
+    const installs = args("RUN").filter((a) => /\bnpm (ci|install|i)\b/.test(a));
+    expect(installs.filter((a) => !a.includes("--omit=dev"))).toEqual([]);
+    // node_modules copied from the build stage would carry devDependencies (esbuild, vitest...).
+    expect(args("COPY").filter((a) => a.includes("node_modules"))).toEqual([]);
+  });
+
+  it("listens on all interfaces on the proxy and metrics ports", () => {
+    expect(args("ENV")).toContain("SIDECAR_HOST=0.0.0.0");
+    expect(args("EXPOSE").join(" ").split(/\s+/)).toEqual(expect.arrayContaining(["9190", "9191"]));
+  });
+
+  it("checks health with node against /health and stops with SIGTERM", () => {
+    const check = args("HEALTHCHECK").join(" ");
+    expect(check).toMatch(/CMD \["node"/);
+    expect(check).toContain("http://127.0.0.1:");
+    expect(check).toContain("/health");
+    expect(args("STOPSIGNAL")).toEqual(["SIGTERM"]);
+    expect(args("CMD").at(-1)).toBe(`["node", "${entryPoint}"]`);
+  });
+
+  it("keeps node_modules and secrets out of the build context", () => {
+    const ignored = read(".dockerignore").split("\n").map((line) => line.trim());
+    expect(ignored).toContain("node_modules");
+    expect(ignored).toContain(".env");
+  });
+});
+
+describe(".env.example", () => {
+  it("lists every setting of SPEC section 7", () => {
+    const text = read(".env.example");
+    expect(SETTINGS.filter((name) => !new RegExp(`^#?${name}=`, "m").test(text))).toEqual([]);
+    expect(text).toMatch(new RegExp(`^#?SIDECAR_DRAIN_TIMEOUT=${String(DRAIN_TIMEOUT_DEFAULT_S)}$`, "m"));
+  });
+});
+
+// Docker, systemd and nix all ship only RUNTIME_PARTS; nix runs them from any working directory.
+describe.skipIf(!existsSync(join(root, "dist/main.mjs")))("runtime layout (needs npm run build)", () => {
+  it("serves /health, the dashboard and /metrics from the runtime parts alone, exits 0 on SIGTERM", async () => {
+    const app = mkdtempSync(join(tmpdir(), "sidecar-app-"));
+    const elsewhere = mkdtempSync(join(tmpdir(), "sidecar-cwd-"));
+    try {
+      for (const part of RUNTIME_PARTS) cpSync(join(root, part), join(app, part), { recursive: true });
+      const [port, metricsPort] = [String(await freePort()), String(await freePort())];
+      const env: NodeJS.ProcessEnv = Object.fromEntries(
+        Object.entries(process.env).filter(([key]) => !key.startsWith("SIDECAR_") && !key.startsWith("OTEL_")),
+      );
+      const child = spawn(process.execPath, [join(app, entryPoint)], {
+        cwd: elsewhere,
+        env: {
+          ...env,
+          NODE_ENV: "production",
+          SIDECAR_HOST: "127.0.0.1",
+          SIDECAR_PORT: port,
+          SIDECAR_METRICS_PORT: metricsPort,
+          SIDECAR_API_KEY: "test-key",
+          SIDECAR_UPSTREAM: "http://127.0.0.1:9/v1",
+        },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => {
+        child.on("exit", resolve);
+      });
+      try {
+        expect(await waitForStatus(`http://127.0.0.1:${port}/health`, 10_000), stderr).toBe(200);
+        expect((await fetch(`http://127.0.0.1:${port}/api/dashboard`)).status, stderr).toBe(200);
+        expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status, stderr).toBe(200);
+      } finally {
+        child.kill("SIGTERM");
+      }
+      expect(await exited, stderr).toBe(0);
+    } finally {
+      rmSync(app, { recursive: true, force: true });
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  }, 45_000);
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => {
+        if (typeof address === "object" && address) resolve(address.port);
+        else reject(new Error("no port"));
+      });
+    });
+  });
+}
+
+async function waitForStatus(url: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return (await fetch(url)).status;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
