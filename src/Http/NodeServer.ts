@@ -51,7 +51,8 @@ export const serve = <R>(options: ServeOptions, handler: Handler<R>): Effect.Eff
         server.close()
         server.closeIdleConnections()
         if (options.onDrain !== undefined) yield* options.onDrain
-        yield* Fiber.awaitAll([...inflight]).pipe(Effect.timeoutOption(options.drainTimeout))
+        // Finalizers run uninterruptibly: the wait must opt back in so the timeout can cut it.
+        yield* Effect.interruptible(Fiber.awaitAll([...inflight])).pipe(Effect.timeoutOption(options.drainTimeout))
         server.closeAllConnections()
         yield* Fiber.interruptAll([...inflight])
       }))

@@ -7,6 +7,8 @@ export interface Received {
   readonly headers: IncomingHttpHeaders
   readonly body: string
   readonly json: Record<string, unknown> | undefined
+  /** performance.now() when the request arrived. */
+  readonly at: number
   /** Resolves when the client side of this request closed before the response finished. */
   readonly aborted: Promise<void>
   abortedAt: number | undefined
@@ -49,7 +51,7 @@ export class MockUpstream {
     }
     let onAbort: () => void = () => {}
     const aborted = new Promise<void>((resolve) => (onAbort = resolve))
-    const received: Received = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body, json: parsed, aborted, abortedAt: undefined }
+    const received: Received = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body, json: parsed, at: performance.now(), aborted, abortedAt: undefined }
     res.on("close", () => {
       if (!res.writableFinished) {
         received.abortedAt = performance.now()
