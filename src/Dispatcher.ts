@@ -1,4 +1,4 @@
-import { Context, Deferred, Effect, Layer, Ref } from "effect"
+import { Context, Deferred, Effect, Layer, Option, Ref } from "effect"
 import { RequestQueue } from "./RequestQueue.js"
 import { SidecarConfig } from "./SidecarConfig.js"
 import { TokenBucket } from "./TokenBucket.js"
@@ -20,15 +20,20 @@ export class Dispatcher extends Context.Tag("sidecar/Dispatcher")<Dispatcher, {
       // hand, so an urgent request that arrived during the wait still goes first.
       const admitOne = Effect.gen(function*() {
         const head = yield* queue.head
+        // The wait is charged to the request at the head while it lasts.
+        const take = Option.match(head.span, {
+          onNone: () => bucket.take,
+          onSome: (parent) => Effect.withSpan(bucket.take, "sidecar.token_wait", { parent, attributes: { "sidecar.priority": head.priority } })
+        })
         if (head.priority === "low") {
           const { lowTimeout } = yield* queue.settings
-          const token = yield* Effect.timeoutOption(bucket.take, lowTimeout)
+          const token = yield* Effect.timeoutOption(take, lowTimeout)
           if (token._tag === "None") {
             yield* queue.expireLow(head)
             return false
           }
         } else {
-          yield* bucket.take
+          yield* take
         }
         while (true) {
           const ticket = yield* queue.next

@@ -40,6 +40,10 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
     Effect.gen(function*() {
       const registry = new Prom.Registry()
       Prom.collectDefaultMetrics({ register: registry })
+      // prom-client names these gauges `_total`, which promtool (rightly) rejects.
+      for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) {
+        registry.removeSingleMetric(name)
+      }
       const m = makeInstruments(registry)
       const counts = yield* Ref.make<Counts>({ total: 0, byStatus: {}, errors: 0, rateLimited: 0, perSecond: [] })
 

@@ -1,4 +1,4 @@
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Order, Ref, STM, TPriorityQueue, TRef } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Order, Ref, STM, TPriorityQueue, TRef, type Tracer } from "effect"
 import { Evicted, InvalidPatch, QueueFull, RateLimited, ShuttingDown, type AdmissionError } from "./Errors.js"
 import { Metrics } from "./Metrics.js"
 import { rank, type Priority } from "./Priority.js"
@@ -24,6 +24,8 @@ export interface Ticket {
   readonly priority: Priority
   readonly enqueuedAt: number
   readonly admitted: Deferred.Deferred<Admission, AdmissionError>
+  /** The waiter's span, so the dispatcher's token wait shows up in its trace. */
+  readonly span: Option.Option<Tracer.AnySpan>
 }
 
 export interface QueueSettings {
@@ -116,7 +118,13 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
             const enqueuedAt = yield* Clock.currentTimeMillis
             const s = yield* Ref.get(settings)
             const ticketSeq = seq ?? (yield* Ref.modify(counters, (c) => [c.seq, { ...c, seq: c.seq + 1 }]))
-            const ticket: Ticket = { seq: ticketSeq, priority, enqueuedAt, admitted: yield* Deferred.make<Admission, AdmissionError>() }
+            const ticket: Ticket = {
+              seq: ticketSeq,
+              priority,
+              enqueuedAt,
+              admitted: yield* Deferred.make<Admission, AdmissionError>(),
+              span: yield* Effect.option(Effect.currentSpan)
+            }
             const offered = yield* STM.commit(offer(ticket, s))
             if (offered._tag === "Bypass") {
               yield* count("bypassed")

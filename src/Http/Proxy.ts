@@ -1,4 +1,5 @@
-import { Clock, Effect, Option } from "effect"
+import { Headers, HttpTraceContext } from "@effect/platform"
+import { Clock, Effect, Option, type Tracer } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { SidecarError, UpstreamFailed, UpstreamTimeout } from "../Errors.js"
@@ -26,27 +27,34 @@ export const makeProxy = Effect.gen(function*() {
   const metrics = yield* Metrics
   const routing = { gatewayAliases: config.gatewayAliases, hasPassthrough: Option.isSome(config.passthroughUpstream) }
 
+  // The upstream call is a client span; with tracing on it carries our traceparent, with
+  // tracing off the client's own traceparent passes through untouched.
   const forward = (request: UpstreamRequest): Effect.Effect<UpstreamResponse, UpstreamFailed | UpstreamTimeout> =>
     Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const provider = request.upstream
-      return yield* upstream.forward(request).pipe(
+      const span = yield* Effect.currentSpan.pipe(Effect.option)
+      const traced = Option.isSome(span) && span.value.traceId !== "noop"
+        ? { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span.value).traceparent ?? "" } }
+        : request
+      return yield* upstream.forward(traced).pipe(
         Effect.tapBoth({
           onFailure: () => Effect.flatMap(Clock.currentTimeMillis, (now) => metrics.upstreamAnswered(provider, 0, (now - started) / 1000)),
           onSuccess: (up) => Effect.flatMap(Clock.currentTimeMillis, (now) => metrics.upstreamAnswered(provider, up.status, (now - started) / 1000))
         })
       )
-    })
+    }).pipe(Effect.withSpan("sidecar.upstream", { kind: "client", attributes: { "sidecar.provider": request.upstream } }))
 
   // Queue + token bucket; upstream 429s are retried inside before any byte reaches the client.
   const limited = (res: ServerResponse, request: UpstreamRequest, priority: Priority, log: LogFields) =>
     Effect.gen(function*() {
       let seq: number | undefined
       for (let retries = 0;; retries++) {
-        const admitted = yield* queue.admit(priority, seq)
+        const admitted = yield* queue.admit(priority, seq).pipe(Effect.withSpan("sidecar.queue_wait", { attributes: { "sidecar.priority": priority } }))
         seq = admitted.seq
         log.queueMs += admitted.waitedMs
         yield* metrics.queueWait(priority, admitted.waitedMs / 1000)
+        log.retries = retries
         const up = yield* forward(request).pipe(Effect.onError(() => admitted.release))
         const throttled = up.status === 429
         yield* bucket.record(throttled ? "throttled" : "ok")
@@ -106,17 +114,31 @@ export const makeProxy = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const priority = fromHeader(req.headers["x-priority"])
       const requestId = headerValue(req.headers["x-request-id"]) ?? randomUUID()
-      const log: LogFields = { model: undefined, queueMs: 0 }
+      const log: LogFields = { model: undefined, queueMs: 0, retries: 0 }
+      const b = yield* bucket.snapshot
       const status = yield* route(req, res, pathAndQuery, priority, log).pipe(
         Effect.catchAll((error: SidecarError) => {
           const response = toErrorResponse(error)
           writeError(res, response)
           return Effect.succeed(response.status)
+        }),
+        Effect.tap((status) =>
+          Effect.annotateCurrentSpan({
+            "http.response.status_code": status,
+            "sidecar.model": log.model ?? "",
+            "sidecar.queue_wait_ms": log.queueMs,
+            "sidecar.upstream_retries": log.retries,
+            "sidecar.retreat_state": b.mode
+          })
+        ),
+        Effect.withSpan("sidecar.request", {
+          kind: "server",
+          parent: incomingParent(req),
+          attributes: { "http.request.method": req.method ?? "", "url.path": pathAndQuery, "sidecar.priority": priority }
         })
       )
       const totalMs = (yield* Clock.currentTimeMillis) - started
       yield* metrics.requestCompleted(priority, status)
-      const b = yield* bucket.snapshot
       yield* Effect.logInfo("request_completed").pipe(Effect.annotateLogs({
         request_id: requestId,
         method: req.method,
@@ -136,7 +158,14 @@ export const makeProxy = Effect.gen(function*() {
 interface LogFields {
   model: string | undefined
   queueMs: number
+  retries: number
 }
+
+/** Continues the client's W3C trace when it sent one. */
+const incomingParent = (req: IncomingMessage): Tracer.ExternalSpan | undefined =>
+  req.headers.traceparent === undefined
+    ? undefined
+    : Option.getOrUndefined(HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: req.headers.traceparent })))
 
 const headerValue = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
   typeof value === "string" && value.length > 0 && value.length <= 200 ? value : undefined

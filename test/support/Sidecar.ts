@@ -1,5 +1,7 @@
 import { Duration, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+import type { Resource } from "@effect/opentelemetry"
 import * as App from "../../src/App.js"
+import * as Tracing from "../../src/Tracing.js"
 import { MetricsServer, ProxyServer } from "../../src/Http/Servers.js"
 import { SidecarConfig, type SidecarConfigShape } from "../../src/SidecarConfig.js"
 
@@ -11,10 +13,13 @@ export interface RunningSidecar {
 }
 
 /** The real sidecar, in-process, on port 0, against the test's upstream. */
-export const startSidecar = async (overrides: Partial<SidecarConfigShape>): Promise<RunningSidecar> => {
+export const startSidecar = async (
+  overrides: Partial<SidecarConfigShape>,
+  options: { readonly tracing?: Layer.Layer<never> | Layer.Layer<Resource.Resource> } = {}
+): Promise<RunningSidecar> => {
   const scope = Effect.runSync(Scope.make())
   const layer = App.layer.pipe(
-    Layer.provide(Logger.minimumLogLevel(LogLevel.None)),
+    Layer.provide([Logger.minimumLogLevel(LogLevel.None), options.tracing ?? Tracing.layerOff]),
     Layer.provide(SidecarConfig.layerTest({ drainTimeout: Duration.seconds(1), ...overrides }))
   )
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

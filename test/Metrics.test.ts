@@ -1,0 +1,84 @@
+import { spawnSync } from "node:child_process"
+import { existsSync } from "node:fs"
+import { request } from "undici"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { json, MockUpstream } from "./support/MockUpstream.js"
+import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
+
+let upstream: MockUpstream
+let sidecar: RunningSidecar
+beforeAll(async () => {
+  upstream = await MockUpstream.start()
+  upstream.handler = (req, res) => json(res, req.json?.model === "nvidia/throttled" ? 429 : 200, { ok: true })
+  // 60 RPM, burst 2, no internal retries: a backlog forms and 429s reach the client.
+  sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 60, bucketCapacity: 2, maxRetries: 0 })
+})
+afterAll(async () => {
+  await sidecar.close()
+  await upstream.close()
+})
+
+const scrape = async () => {
+  const res = await request(sidecar.metricsUrl)
+  expect(res.headers["content-type"]).toContain("text/plain")
+  return res.body.text()
+}
+const value = (text: string, series: string) => {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `))
+  return line === undefined ? undefined : Number(line.slice(series.length + 1))
+}
+const chat = (model: string, priority: string) =>
+  request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "x-priority": priority }, body: JSON.stringify({ model }) }).then((r) => r.body.text())
+
+describe("Prometheus metrics", () => {
+  it("exposes every seed metric with its type, the provider label and Node process metrics, never a model id", async () => {
+    await chat("nvidia/deepseek-ai/secret-model-name", "normal")
+    const text = await scrape()
+    const types: Record<string, string> = {
+      sidecar_requests_total: "counter",
+      sidecar_tokens_available: "gauge",
+      sidecar_tokens_rate: "gauge",
+      sidecar_queue_depth: "gauge",
+      sidecar_queue_latency_seconds: "histogram",
+      sidecar_upstream_latency_seconds: "histogram",
+      sidecar_upstream_errors_total: "counter",
+      sidecar_fallback_passthrough_total: "counter",
+      sidecar_health_status: "gauge",
+      sidecar_uptime_seconds: "gauge",
+      sidecar_retreat_state: "gauge",
+      sidecar_effective_rate_rpm: "gauge",
+      sidecar_upstream_429_rate: "gauge"
+    }
+    for (const [name, type] of Object.entries(types)) expect(text, name).toContain(`# TYPE ${name} ${type}`)
+    expect(text).toContain("process_cpu_seconds_total")
+    expect(text).toContain("nodejs_eventloop_lag_seconds")
+    expect(text).toMatch(/sidecar_upstream_latency_seconds_count\{provider="primary"\} \d+/)
+    expect(text).not.toContain("model")
+    expect(value(text, "sidecar_effective_rate_rpm")).toBe(60)
+    expect(value(text, "sidecar_health_status")).toBe(1)
+  })
+
+  it("shows the backlog per priority while it exists, and 429s in the error counters and the 429 rate", async () => {
+    const backlog = [chat("nvidia/x", "low"), chat("nvidia/x", "low"), chat("nvidia/x", "high"), chat("nvidia/x", "low")]
+    await new Promise((r) => setTimeout(r, 150))
+    const during = await scrape()
+    expect(value(during, "sidecar_queue_depth{priority=\"low\"}")).toBeGreaterThanOrEqual(1)
+    expect((value(during, "sidecar_queue_depth{priority=\"low\"}") ?? 0) + (value(during, "sidecar_queue_depth{priority=\"high\"}") ?? 0)).toBeGreaterThanOrEqual(2)
+    expect(value(during, "sidecar_tokens_available")).toBeLessThan(1)
+    await Promise.all(backlog)
+    await chat("nvidia/throttled", "urgent")
+    const after = await scrape()
+    expect(value(after, "sidecar_queue_depth{priority=\"low\"}")).toBe(0)
+    expect(value(after, "sidecar_upstream_errors_total{status_code=\"429\",provider=\"primary\"}")).toBe(1)
+    expect(value(after, "sidecar_requests_total{priority=\"urgent\",status=\"429\"}")).toBe(1)
+    expect(value(after, "sidecar_upstream_429_rate")).toBeGreaterThan(0)
+    expect(value(after, "sidecar_queue_latency_seconds_count{priority=\"low\"}")).toBeGreaterThanOrEqual(1)
+  }, 20_000)
+
+  it.skipIf(!existsSync("/usr/bin/promtool"))("passes promtool check metrics", async () => {
+    const text = await scrape()
+    const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" })
+    expect(check.stdout + check.stderr).toBe("")
+    expect(check.status).toBe(0)
+  })
+})
