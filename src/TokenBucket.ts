@@ -1,4 +1,4 @@
-import { Clock, Context, Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
 import * as Retreat from "./Retreat.js"
 import { SidecarConfig } from "./SidecarConfig.js"
 
@@ -53,10 +53,16 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
         return [untilNextToken(s), s] as const
       })
 
+      // A waiter sleeps until its token is due, or until a hot change or refund makes it due sooner.
+      const changed = yield* Ref.make(yield* Deferred.make<void>())
+      const wake = Effect.flatMap(Deferred.make<void>(), (next) =>
+        Effect.flatMap(Ref.getAndSet(changed, next), (previous) => Deferred.succeed(previous, undefined)))
+
       const take = Effect.gen(function*() {
         let wait = yield* tryTake
         while (wait > 0) {
-          yield* Effect.sleep(Duration.millis(wait))
+          const signal = yield* Ref.get(changed)
+          yield* Effect.race(Effect.sleep(Duration.millis(wait)), Deferred.await(signal))
           wait = yield* tryTake
         }
       })
@@ -84,11 +90,11 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
 
       return TokenBucket.of({
         take,
-        refund: withNow((s) => [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const),
+        refund: Effect.zipRight(withNow((s) => [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const), wake),
         record,
         pauseFor: (millis) => withNow((s, now) => [undefined, { ...s, pausedUntil: Math.max(s.pausedUntil, now + millis) }] as const),
         configure: (change) =>
-          withNow((s) => {
+          Effect.zipLeft(withNow((s) => {
             const capacity = change.capacity ?? s.capacity
             const baseRpm = change.rateRpm ?? s.baseRpm
             return [undefined, {
@@ -98,7 +104,7 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
               tokens: Math.min(capacity, s.tokens),
               retreat: Retreat.rebase(s.retreat, baseRpm)
             }] as const
-          }),
+          }), wake),
         snapshot
       })
     })
