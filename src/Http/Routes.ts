@@ -1,4 +1,4 @@
-import { Effect, Either, Ref, Stream } from "effect"
+import { Deferred, Effect, Either, Stream } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { RouteNotFound } from "../Errors.js"
 import { loadDashboardPage } from "../DashboardPage.js"
@@ -13,8 +13,8 @@ import { makeProxy } from "./Proxy.js"
 import { writeError, writeJson } from "./Reply.js"
 import { normalizePath } from "./RequestPath.js"
 
-/** The proxy port's routing table; `draining` turns readiness red during shutdown. */
-export const makeRoutes = (draining: Ref.Ref<boolean>) =>
+/** The proxy port's routing table; `draining` completes when shutdown begins. */
+export const makeRoutes = (draining: Deferred.Deferred<void>) =>
   Effect.gen(function*() {
     const proxy = yield* makeProxy
     const admin = yield* makeAdmin
@@ -28,7 +28,7 @@ export const makeRoutes = (draining: Ref.Ref<boolean>) =>
 
     // Readiness never looks at the token count: an empty bucket means busy, not broken.
     const readiness = Effect.gen(function*() {
-      const [reachable, q, b, stopping] = yield* Effect.all([upstream.reachable, queue.snapshot, bucket.snapshot, Ref.get(draining)], { concurrency: "unbounded" })
+      const [reachable, q, b, stopping] = yield* Effect.all([upstream.reachable, queue.snapshot, bucket.snapshot, Deferred.isDone(draining)], { concurrency: "unbounded" })
       const body = {
         ready: false,
         upstream_reachable: reachable,
@@ -42,7 +42,9 @@ export const makeRoutes = (draining: Ref.Ref<boolean>) =>
     const sse = (res: ServerResponse) =>
       Effect.gen(function*() {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" })
-        yield* Stream.runForEach(snapshot.events, (frame) => Effect.sync(() => res.write(frame)))
+        // Dashboards must not hold up shutdown: their streams end when draining starts.
+        yield* Stream.runForEach(Stream.interruptWhenDeferred(snapshot.events, draining), (frame) => Effect.sync(() => res.write(frame)))
+        res.end()
       })
 
     return (req: IncomingMessage, res: ServerResponse): Effect.Effect<void> => {

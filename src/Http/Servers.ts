@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Ref } from "effect"
+import { Context, Deferred, Effect, Layer } from "effect"
 import { Metrics } from "../Metrics.js"
 import { RequestQueue } from "../RequestQueue.js"
 import { SidecarConfig } from "../SidecarConfig.js"
@@ -15,7 +15,7 @@ export class ProxyServer extends Context.Tag("sidecar/ProxyServer")<ProxyServer,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
       const queue = yield* RequestQueue
-      const draining = yield* Ref.make(false)
+      const draining = yield* Deferred.make<void>()
       const routes = yield* makeRoutes(draining)
       const bound = yield* serve({
         name: "proxy",
@@ -23,7 +23,7 @@ export class ProxyServer extends Context.Tag("sidecar/ProxyServer")<ProxyServer,
         port: config.port,
         drainTimeout: config.drainTimeout,
         // Shutdown: readiness goes red, queued requests are answered 503, in-flight calls finish.
-        onDrain: Effect.zipRight(Ref.set(draining, true), queue.close)
+        onDrain: Effect.zipRight(Deferred.succeed(draining, undefined), queue.close)
       }, routes)
       yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ server: "proxy", address: `http://${config.host}:${bound.port}` }))
       return bound
