@@ -12,7 +12,9 @@ const maxTimestamps = Number(process.env.MOCK_MAX_TIMESTAMPS ?? 1_000_000)
 
 // Epoch ms with sub-ms resolution, comparable with the runner's clock (another process).
 const now = () => performance.timeOrigin + performance.now()
-let stats = { count: 0, timestamps: [], priorities: {} }
+// sequence: one letter per recorded arrival (u/h/n/l, "-" without X-Priority), aligned with timestamps.
+const fresh = () => ({ count: 0, timestamps: [], sequence: "", priorities: {} })
+let stats = fresh()
 
 const completion = Buffer.from(JSON.stringify({
   id: "chatcmpl-mock", object: "chat.completion", created: 1700000000, model: "mock",
@@ -45,10 +47,13 @@ const stream = (req, res) => {
 
 const chat = (req, res, body) => {
   const t = now()
-  stats.count++
-  if (stats.timestamps.length < maxTimestamps) stats.timestamps.push(t)
   const p = String(req.headers["x-priority"] ?? "none").toLowerCase()
+  stats.count++
   stats.priorities[p] = (stats.priorities[p] ?? 0) + 1
+  if (stats.timestamps.length < maxTimestamps) {
+    stats.timestamps.push(t)
+    stats.sequence += p === "none" ? "-" : p[0]
+  }
   const isStream = /"stream"\s*:\s*true/.test(body)
   const answer = () => (res.destroyed ? undefined : isStream ? stream(req, res) : sendJson(res, 200, completion))
   if (latencyMs > 0) {
@@ -66,7 +71,7 @@ const server = http.createServer((req, res) => {
     if (req.method === "GET" && path.startsWith("/v1/models")) return sendJson(res, 200, models)
     if (path === "/__stats") {
       const out = Buffer.from(JSON.stringify(stats))
-      if (req.url.includes("reset=1")) stats = { count: 0, timestamps: [], priorities: {} }
+      if (req.url.includes("reset=1")) stats = fresh()
       return sendJson(res, 200, out)
     }
     sendJson(res, 404, Buffer.from(JSON.stringify({ error: { message: "not found", type: "mock", code: "not_found" } })))

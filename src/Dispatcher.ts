@@ -25,16 +25,17 @@ export class Dispatcher extends Context.Tag("sidecar/Dispatcher")<Dispatcher, {
           onNone: () => bucket.take,
           onSome: (parent) => Effect.withSpan(bucket.take, "sidecar.token_wait", { parent, attributes: { "sidecar.priority": head.priority } })
         })
-        if (head.priority === "low") {
-          const { lowTimeout } = yield* queue.settings
-          const token = yield* Effect.timeoutOption(take, lowTimeout)
-          if (token._tag === "None") {
-            yield* queue.expireLow(head)
-            return false
-          }
-        } else {
-          yield* take
-        }
+        // A low request at the head waits at most lowTimeout; if the head changes (it left, or
+        // a better one arrived) the wait starts over for the new head.
+        const { lowTimeout } = yield* queue.settings
+        const outcome = yield* Effect.race(
+          head.priority === "low"
+            ? Effect.map(Effect.timeoutOption(take, lowTimeout), (t) => (Option.isSome(t) ? "token" as const : "expired" as const))
+            : Effect.as(take, "token" as const),
+          Effect.as(queue.headChanged(head), "changed" as const)
+        )
+        if (outcome === "expired") yield* queue.expireLow(head)
+        if (outcome !== "token") return false
         while (true) {
           const ticket = yield* queue.next
           const release = yield* Effect.once(Effect.zipRight(Ref.update(inflight, (n) => n - 1), permits.release(1)))

@@ -50,6 +50,8 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
   readonly admit: (priority: Priority, seq?: number) => Effect.Effect<Admitted, AdmissionError>
   /** Blocks until a request is waiting; returns the best one without removing it. */
   readonly head: Effect.Effect<Ticket>
+  /** Completes once `ticket` is no longer the best waiting request. */
+  readonly headChanged: (ticket: Ticket) => Effect.Effect<void>
   /** Blocks until a request is waiting; removes and returns the best one. */
   readonly next: Effect.Effect<Ticket>
   /** Fails a waiting low-priority request that found no token in time. */
@@ -165,6 +167,9 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
       return RequestQueue.of({
         admit,
         head: STM.commit(TPriorityQueue.peek(queue)),
+        headChanged: (ticket) =>
+          STM.commit(STM.flatMap(TPriorityQueue.peekOption(queue), (head) =>
+            Option.isSome(head) && head.value === ticket ? STM.retry : STM.void)),
         next,
         expireLow: (ticket) =>
           Effect.gen(function*() {

@@ -137,7 +137,11 @@ const MINUTE_MS = 60_000
 function refill(s: State, now: number): State {
   if (now <= s.updatedAt) return s
   const earned = ((now - s.updatedAt) * s.retreat.effectiveRpm) / MINUTE_MS
-  return { ...s, tokens: Math.min(s.capacity, s.tokens + earned), updatedAt: now }
+  const tokens = Math.min(s.capacity, s.tokens + earned)
+  // Refill arrives in slices (every evaluation step reads the state); snap float dust such as
+  // 0.9999999999999999 so a token is due exactly on its boundary, not 1 ms later.
+  const whole = Math.round(tokens)
+  return { ...s, tokens: Math.abs(tokens - whole) < 1e-9 ? whole : tokens, updatedAt: now }
 }
 
 function untilNextToken(s: State): number {

@@ -21,6 +21,7 @@ const counted = (computations: Ref.Ref<number>) =>
       Layer.succeed(RequestQueue, RequestQueue.of({
         admit: () => Effect.die("unused"),
         head: Effect.never,
+        headChanged: () => Effect.never,
         next: Effect.never,
         expireLow: () => Effect.void,
         close: Effect.void,

@@ -103,6 +103,32 @@ describe("TokenBucket", () => {
       assert.isTrue(yield* isDone(next))
     }).pipe(Effect.provide(bucketWith({ rateRpm: 60, bucketCapacity: 10 }))))
 
+  it.effect("lets a hot rate increase shorten the wait of a caller already waiting", () =>
+    Effect.gen(function*() {
+      const bucket = yield* TokenBucket
+      yield* bucket.take
+      const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
+      yield* TestClock.setTime(5_000) // 0.25 token accrued
+      yield* bucket.configure({ rateRpm: 60 }) // the missing 0.75 takes 750 ms now
+
+      yield* TestClock.setTime(5_749)
+      assert.isFalse(yield* isDone(waiter))
+      yield* TestClock.setTime(5_750)
+      assert.isTrue(yield* isDone(waiter))
+    }).pipe(Effect.provide(bucketWith({ rateRpm: 3, bucketCapacity: 1 }))))
+
+  it.effect("hands a refunded token to a caller already waiting", () =>
+    Effect.gen(function*() {
+      const bucket = yield* TokenBucket
+      yield* bucket.take
+      const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
+      yield* TestClock.setTime(5_000)
+      assert.isFalse(yield* isDone(waiter))
+      yield* bucket.refund
+      yield* settle
+      assert.isTrue(yield* isDone(waiter))
+    }).pipe(Effect.provide(bucketWith({ rateRpm: 3, bucketCapacity: 1 }))))
+
   it.effect("caps tokens at a lowered capacity", () =>
     Effect.gen(function*() {
       const bucket = yield* TokenBucket

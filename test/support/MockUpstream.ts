@@ -23,11 +23,11 @@ export class MockUpstream {
   private constructor(private readonly server: Server, readonly port: number) {}
 
   static async start(): Promise<MockUpstream> {
-    let mock: MockUpstream | undefined
-    const server = createServer((req, res) => void mock?.handle(req, res))
+    const holder: { mock?: MockUpstream } = {}
+    const server = createServer((req, res) => void holder.mock?.handle(req, res))
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    mock = new MockUpstream(server, (server.address() as AddressInfo).port)
-    return mock
+    holder.mock = new MockUpstream(server, (server.address() as AddressInfo).port)
+    return holder.mock
   }
 
   get url(): string {
