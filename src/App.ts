@@ -1,5 +1,5 @@
 import { Layer } from "effect"
-import { Dispatcher } from "./Dispatcher.js"
+import * as Dispatcher from "./Dispatcher.js"
 import { MetricsServer, ProxyServer } from "./Http/Servers.js"
 import { Metrics } from "./Metrics.js"
 import { RequestQueue } from "./RequestQueue.js"
@@ -8,8 +8,7 @@ import { TokenBucket } from "./TokenBucket.js"
 import { Upstream } from "./Upstream.js"
 
 /** Every service, from the leaves up; each is built once and shared. Needs `SidecarConfig`. */
-export const services = Snapshot.layer.pipe(
-  Layer.provideMerge(Dispatcher.layer),
+export const services = Layer.merge(Snapshot.layer, Dispatcher.layer).pipe(
   Layer.provideMerge(RequestQueue.layer),
   Layer.provideMerge(Layer.mergeAll(TokenBucket.layer, Metrics.layer, Upstream.layer))
 )

@@ -1,7 +1,8 @@
-import { Clock, Context, Effect, Layer, Ref } from "effect"
+import { Clock, Context, Effect, Layer } from "effect"
 import * as Prom from "prom-client"
 import { priorities, type Priority } from "./Priority.js"
 import type { RetreatMode } from "./Retreat.js"
+import { SlidingCounts } from "./SlidingCounts.js"
 
 /** Current values for the gauges, read at scrape time. */
 export interface GaugeValues {
@@ -35,9 +36,9 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
   /** Prometheus text exposition with the gauges set to `gauges`. */
   readonly render: (gauges: GaugeValues) => Effect.Effect<{ readonly contentType: string; readonly body: string }>
 }>() {
-  static readonly layer = Layer.effect(
+  static readonly layer = Layer.sync(
     Metrics,
-    Effect.gen(function*() {
+    () => {
       const registry = new Prom.Registry()
       Prom.collectDefaultMetrics({ register: registry })
       // prom-client names these gauges `_total`, which promtool (rightly) rejects.
@@ -45,29 +46,28 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
         registry.removeSingleMetric(name)
       }
       const m = makeInstruments(registry)
-      const counts = yield* Ref.make<Counts>({ total: 0, byStatus: {}, errors: 0, rateLimited: 0, perSecond: [] })
+      // Counted on every request: a plain mutable tally, owned by this closure alone.
+      const counts = new RequestTally()
+      // prom-client hashes label objects on every call; labelled children are looked up once.
+      const requestsFor = memo<Prom.Counter.Internal>()
+      const queueLatencyFor = memo<Prom.Histogram.Internal<string>>()
+      const upstreamLatencyFor = memo<Prom.Histogram.Internal<string>>()
 
       return Metrics.of({
         requestCompleted: (priority, status) =>
           Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            Effect.sync(() => m.requests.inc({ priority, status: String(status) })).pipe(
-              Effect.zipRight(Ref.update(counts, (c) => countRequest(c, status, now)))
-            )),
-        queueWait: (priority, seconds) => Effect.sync(() => m.queueLatency.observe({ priority }, seconds)),
+            Effect.sync(() => {
+              requestsFor(`${priority}|${status}`, () => m.requests.labels(priority, String(status))).inc()
+              counts.add(status, now)
+            })),
+        queueWait: (priority, seconds) => Effect.sync(() => queueLatencyFor(priority, () => m.queueLatency.labels(priority)).observe(seconds)),
         upstreamAnswered: (provider, status, seconds) =>
           Effect.sync(() => {
-            m.upstreamLatency.observe({ provider }, seconds)
+            upstreamLatencyFor(provider, () => m.upstreamLatency.labels(provider)).observe(seconds)
             if (status === 0 || status >= 400) m.upstreamErrors.inc({ status_code: String(status), provider })
           }),
         fallbackPassthrough: Effect.sync(() => m.fallback.inc()),
-        requestCounts: Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.map(Ref.get(counts), (c) => ({
-            total: c.total,
-            byStatus: c.byStatus,
-            errors: c.errors,
-            rateLimited: c.rateLimited,
-            currentRpm: c.perSecond.reduce((sum, [second, n]) => (second > now / 1000 - 60 ? sum + n : sum), 0)
-          }))),
+        requestCounts: Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => counts.read(now))),
         render: (g) =>
           Effect.promise(() => {
             m.health.set(g.ready ? 1 : 0)
@@ -81,34 +81,40 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
             return registry.metrics()
           }).pipe(Effect.map((body) => ({ contentType: registry.contentType, body })))
       })
-    })
+    }
   )
 }
 
 const retreatCode: Readonly<Record<RetreatMode, number>> = { normal: 0, retreat: 1, recover: 2 }
 
-interface Counts {
-  readonly total: number
-  readonly byStatus: Readonly<Record<string, number>>
-  readonly errors: number
-  readonly rateLimited: number
-  /** [second, answered] for the last minute. */
-  readonly perSecond: ReadonlyArray<readonly [number, number]>
+function memo<V>(): (key: string, make: () => V) => V {
+  const cache = new Map<string, V>()
+  return (key, make) => {
+    let value = cache.get(key)
+    if (value === undefined) cache.set(key, (value = make()))
+    return value
+  }
 }
 
-function countRequest(c: Counts, status: number, now: number): Counts {
-  const second = Math.floor(now / 1000)
-  const last = c.perSecond[c.perSecond.length - 1]
-  const perSecond: Counts["perSecond"] = last !== undefined && last[0] === second
-    ? [...c.perSecond.slice(0, -1), [second, last[1] + 1]]
-    : [...c.perSecond.filter(([s]) => s > second - 60), [second, 1]]
-  const key = String(status)
-  return {
-    total: c.total + 1,
-    byStatus: { ...c.byStatus, [key]: (c.byStatus[key] ?? 0) + 1 },
-    errors: c.errors + (status >= 400 ? 1 : 0),
-    rateLimited: c.rateLimited + (status === 429 ? 1 : 0),
-    perSecond
+class RequestTally {
+  private total = 0
+  private errors = 0
+  private rateLimited = 0
+  private readonly byStatus = new Map<number, number>()
+  private readonly perSecond = new SlidingCounts(60, 1)
+
+  add(status: number, now: number): void {
+    this.total++
+    if (status >= 400) this.errors++
+    if (status === 429) this.rateLimited++
+    this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1)
+    this.perSecond.add(now, 0)
+  }
+
+  read(now: number): RequestCounts {
+    const byStatus: Record<string, number> = {}
+    for (const [status, n] of [...this.byStatus].sort((a, b) => a[0] - b[0])) byStatus[String(status)] = n
+    return { total: this.total, byStatus, errors: this.errors, rateLimited: this.rateLimited, currentRpm: this.perSecond.sum(now, 0) }
   }
 }
 

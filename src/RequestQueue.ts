@@ -4,6 +4,7 @@ import { Metrics } from "./Metrics.js"
 import { rank, type Priority } from "./Priority.js"
 import type { QueueFullPolicy } from "./SidecarConfig.js"
 import { SidecarConfig } from "./SidecarConfig.js"
+import { makeSlots, type Slots } from "./Slots.js"
 import { TokenBucket } from "./TokenBucket.js"
 
 /** Handed to a request when it may call upstream; `release` frees its in-flight slot. */
@@ -42,12 +43,17 @@ export interface QueueSnapshot extends QueueSettings {
   readonly dropped: number
   readonly timedOut: number
   readonly bypassed: number
+  readonly inflight: number
 }
 
-/** Bounded 4-level priority queue (STM), FIFO within a level. */
+/** Bounded 4-level priority queue (STM), FIFO within a level, and the in-flight slots. */
 export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQueue, {
-  /** Waits until the dispatcher admits this request, within the queue timeout. */
+  /** Admits at once when nobody waits, a slot is free and a token is at hand; never waits. */
+  readonly admitNow: (seq?: number) => Effect.Effect<Option.Option<Admitted>>
+  /** Waits until the dispatcher admits this request, within the queue timeout (tries `admitNow` first). */
   readonly admit: (priority: Priority, seq?: number) => Effect.Effect<Admitted, AdmissionError>
+  /** In-flight slots (SIDECAR_MAX_INFLIGHT): the dispatcher takes one per admission. */
+  readonly slots: Slots
   /** Blocks until a request is waiting; returns the best one without removing it. */
   readonly head: Effect.Effect<Ticket>
   /** Completes once `ticket` is no longer the best waiting request. */
@@ -70,12 +76,18 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
       const metrics = yield* Metrics
       const queue = yield* TPriorityQueue.empty<Ticket>(byRankThenSeq)
       const closed = yield* TRef.make(false)
+      const slots = yield* makeSlots(config.maxInflight)
+      // Nobody waits and a slot is free: the newcomer is the best request by definition.
+      const idle = STM.commit(STM.map(STM.zip(TRef.get(closed), TPriorityQueue.isEmpty(queue)), ([isClosed, empty]) => !isClosed && empty))
       const settings = yield* Ref.make<QueueSettings>({
         max: config.queueMax,
         policy: config.queueFullPolicy,
         lowTimeout: config.lowTimeout
       })
-      const counters = yield* Ref.make({ enqueued: 0, dequeued: 0, dropped: 0, timedOut: 0, bypassed: 0, seq: 0 })
+      const counters = yield* Ref.make({ enqueued: 0, dequeued: 0, dropped: 0, timedOut: 0, bypassed: 0 })
+      // Arrival order within a level; a plain counter since taking a number cannot interleave.
+      let lastSeq = 0
+      const nextSeq = Effect.sync(() => ++lastSeq)
       const count = (key: "enqueued" | "dequeued" | "dropped" | "timedOut" | "bypassed") =>
         Ref.update(counters, (c) => ({ ...c, [key]: c[key] + 1 }))
 
@@ -114,12 +126,28 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
           if (Exit.isSuccess(exit)) yield* Effect.zipRight(exit.value.release, bucket.refund)
         })
 
+      // Fast path: an idle queue, a free slot and a token at hand admit at once, without
+      // a ticket or a dispatcher round trip.
+      const admitNow = (seq?: number): Effect.Effect<Option.Option<Admitted>> =>
+        Effect.gen(function*() {
+          if (!(yield* idle) || !(yield* slots.tryAcquire)) return Option.none()
+          const release = slots.releaser()
+          if (!(yield* bucket.tryTake)) {
+            yield* release
+            return Option.none()
+          }
+          const ticketSeq = seq ?? (yield* nextSeq)
+          return Option.some({ waitedMs: 0, seq: ticketSeq, bypassed: false, release })
+        })
+
       const admit = (priority: Priority, seq?: number): Effect.Effect<Admitted, AdmissionError> =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
+            const now = yield* admitNow(seq)
+            if (Option.isSome(now)) return now.value
             const enqueuedAt = yield* Clock.currentTimeMillis
             const s = yield* Ref.get(settings)
-            const ticketSeq = seq ?? (yield* Ref.modify(counters, (c) => [c.seq, { ...c, seq: c.seq + 1 }]))
+            const ticketSeq = seq ?? (yield* nextSeq)
             const ticket: Ticket = {
               seq: ticketSeq,
               priority,
@@ -165,7 +193,9 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
       const next = Effect.tap(STM.commit(TPriorityQueue.take(queue)), () => count("dequeued"))
 
       return RequestQueue.of({
+        admitNow,
         admit,
+        slots,
         head: STM.commit(TPriorityQueue.peek(queue)),
         headChanged: (ticket) =>
           STM.commit(STM.flatMap(TPriorityQueue.peekOption(queue), (head) =>
@@ -198,7 +228,17 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
           const s = yield* Ref.get(settings)
           const byPriority = { urgent: 0, high: 0, normal: 0, low: 0 }
           for (const t of waiting) byPriority[t.priority]++
-          return { ...s, size: waiting.length, byPriority, enqueued: c.enqueued, dequeued: c.dequeued, dropped: c.dropped, timedOut: c.timedOut, bypassed: c.bypassed }
+          return {
+            ...s,
+            size: waiting.length,
+            byPriority,
+            enqueued: c.enqueued,
+            dequeued: c.dequeued,
+            dropped: c.dropped,
+            timedOut: c.timedOut,
+            bypassed: c.bypassed,
+            inflight: yield* slots.used
+          }
         })
       })
     })

@@ -1,5 +1,4 @@
 import { Clock, Context, Effect, Layer, Schedule, Stream } from "effect"
-import { Dispatcher } from "./Dispatcher.js"
 import { Metrics } from "./Metrics.js"
 import type { Priority } from "./Priority.js"
 import { RequestQueue } from "./RequestQueue.js"
@@ -49,7 +48,6 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
       const queue = yield* RequestQueue
       const bucket = yield* TokenBucket
       const metrics = yield* Metrics
-      const dispatcher = yield* Dispatcher
       const startedAt = yield* Clock.currentTimeMillis
 
       const compute = Effect.gen(function*() {
@@ -75,7 +73,7 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
           },
           token_bucket: { tokens: round2(b.tokens), capacity: b.capacity, rate_rpm: round2(b.effectiveRpm) },
           retreat: { state: b.mode, effective_rpm: round2(b.effectiveRpm), base_rpm: b.baseRpm, rate_429: round2(b.rate429) },
-          inflight: yield* dispatcher.inflight
+          inflight: q.inflight
         } satisfies StateSnapshot
       })
 

@@ -1,5 +1,6 @@
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
 import * as Retreat from "./Retreat.js"
+import { SlidingCounts } from "./SlidingCounts.js"
 import { SidecarConfig } from "./SidecarConfig.js"
 
 export interface TokenBucketSnapshot {
@@ -19,6 +20,8 @@ export interface TokenBucketSnapshot {
 export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket, {
   /** Waits on the Clock until a token is available (and any Retry-After pause is over), then consumes it. */
   readonly take: Effect.Effect<void>
+  /** Takes a token only if one is available now (and dispatch is not paused). */
+  readonly tryTake: Effect.Effect<boolean>
   /** Gives back a token that was taken for a call that never happened. */
   readonly refund: Effect.Effect<void>
   /** Feeds the retreat window with one upstream outcome. */
@@ -39,12 +42,25 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
         baseRpm: config.rateRpm,
         updatedAt: yield* Clock.currentTimeMillis,
         pausedUntil: 0,
-        retreat: Retreat.initial(config.rateRpm),
-        outcomes: []
+        retreat: Retreat.initial(config.rateRpm)
       })
+      // Upstream outcomes per second for the retreat window: [answers, 429s].
+      const outcomes = new SlidingCounts(Retreat.params.recoverAfterMs / 1000, 2)
+      const ratios = (now: number): Retreat.Ratios => {
+        const ratio = (ms: number) => {
+          const total = outcomes.sum(now, 0, ms / 1000)
+          return total === 0 ? 0 : outcomes.sum(now, 1, ms / 1000) / total
+        }
+        return { recent: ratio(Retreat.params.windowMs), long: ratio(Retreat.params.recoverAfterMs) }
+      }
 
+      // The clock is read through the captured service: cheaper per call, still the TestClock in tests.
+      const clock = yield* Effect.clock
       const withNow = <A>(f: (s: State, now: number) => readonly [A, State]) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.modify(state, (s) => f(refill(s, now), now)))
+        Effect.suspend(() => {
+          const now = clock.unsafeCurrentTimeMillis()
+          return Ref.modify(state, (s) => f(refill(s, now), now))
+        })
 
       // 0 = token consumed, otherwise millis until it is worth looking again.
       const tryTake = withNow((s, now) => {
@@ -68,11 +84,14 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
       })
 
       const record = (outcome: "ok" | "throttled") =>
-        withNow((s, now) => [undefined, { ...s, outcomes: addOutcome(s.outcomes, now, outcome === "throttled") }] as const)
+        Effect.sync(() => {
+          const now = clock.unsafeCurrentTimeMillis()
+          outcomes.add(now, 0)
+          if (outcome === "throttled") outcomes.add(now, 1)
+        })
 
       const evaluate = withNow((s, now) => {
-        const retreat = Retreat.evaluate(s.retreat, ratios(s.outcomes, now), now, s.baseRpm)
-        return [undefined, { ...s, retreat, outcomes: prune(s.outcomes, now) }] as const
+        return [undefined, { ...s, retreat: Retreat.evaluate(s.retreat, ratios(now), now, s.baseRpm) }] as const
       })
 
       const snapshot = withNow((s, now): readonly [TokenBucketSnapshot, State] => [{
@@ -81,7 +100,7 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
         baseRpm: s.baseRpm,
         effectiveRpm: s.retreat.effectiveRpm,
         mode: s.retreat.mode,
-        rate429: ratios(s.outcomes, now).recent,
+        rate429: ratios(now).recent,
         nextTokenInMs: s.tokens >= 1 ? 0 : untilNextToken(s),
         pausedForMs: Math.max(0, s.pausedUntil - now)
       }, s])
@@ -90,6 +109,7 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
 
       return TokenBucket.of({
         take,
+        tryTake: Effect.map(tryTake, (wait) => wait === 0),
         refund: Effect.zipRight(withNow((s) => [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const), wake),
         record,
         pauseFor: (millis) => withNow((s, now) => [undefined, { ...s, pausedUntil: Math.max(s.pausedUntil, now + millis) }] as const),
@@ -128,8 +148,6 @@ interface State {
   readonly updatedAt: number
   readonly pausedUntil: number
   readonly retreat: Retreat.Retreat
-  /** Per-second [second, total, throttled] counts for the last 120 s. */
-  readonly outcomes: ReadonlyArray<readonly [number, number, number]>
 }
 
 const MINUTE_MS = 60_000
@@ -146,34 +164,4 @@ function refill(s: State, now: number): State {
 
 function untilNextToken(s: State): number {
   return Math.max(1, Math.ceil(((1 - s.tokens) * MINUTE_MS) / s.retreat.effectiveRpm))
-}
-
-function addOutcome(outcomes: State["outcomes"], now: number, throttled: boolean): State["outcomes"] {
-  const second = Math.floor(now / 1000)
-  const last = outcomes[outcomes.length - 1]
-  if (last !== undefined && last[0] === second) {
-    return [...outcomes.slice(0, -1), [second, last[1] + 1, last[2] + (throttled ? 1 : 0)]]
-  }
-  return [...prune(outcomes, now), [second, 1, throttled ? 1 : 0]]
-}
-
-function prune(outcomes: State["outcomes"], now: number): State["outcomes"] {
-  const oldest = Math.floor((now - Retreat.params.recoverAfterMs) / 1000)
-  return outcomes[0] !== undefined && outcomes[0][0] <= oldest ? outcomes.filter(([second]) => second > oldest) : outcomes
-}
-
-function ratios(outcomes: State["outcomes"], now: number): Retreat.Ratios {
-  const ratioSince = (windowMs: number) => {
-    const oldest = Math.floor((now - windowMs) / 1000)
-    let total = 0
-    let throttled = 0
-    for (const [second, t, th] of outcomes) {
-      if (second > oldest) {
-        total += t
-        throttled += th
-      }
-    }
-    return total === 0 ? 0 : throttled / total
-  }
-  return { recent: ratioSince(Retreat.params.windowMs), long: ratioSince(Retreat.params.recoverAfterMs) }
 }

@@ -1,6 +1,6 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import type { Readable } from "node:stream"
 import { Agent, type Dispatcher } from "undici"
 import { UpstreamFailed, UpstreamTimeout } from "./Errors.js"
@@ -25,8 +25,11 @@ export interface UpstreamResponse {
 
 /** The upstream APIs behind one keep-alive undici pool: proxying and side calls share it. */
 export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
-  /** Sends one request; interruption aborts it, at any stage. */
-  readonly forward: (request: UpstreamRequest) => Effect.Effect<UpstreamResponse, UpstreamFailed | UpstreamTimeout>
+  /**
+   * Sends one request on the data path (a Promise: the bytes stay in Node); `signal` aborts
+   * it at any stage, including while its body streams.
+   */
+  readonly send: (request: UpstreamRequest, signal: AbortSignal) => Promise<Either.Either<UpstreamResponse, UpstreamFailed | UpstreamTimeout>>
   /** Whether the primary upstream answers HTTP at all (cached a few seconds). */
   readonly reachable: Effect.Effect<boolean>
 }>() {
@@ -51,25 +54,27 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
         passthrough: Option.getOrElse(config.passthroughUpstream, () => config.upstream)
       }
       const auth = Option.map(config.apiKey, (key) => `Bearer ${Redacted.value(key)}`)
+      if (Option.isNone(auth)) {
+        yield* Effect.logWarning({ msg: "SIDECAR_API_KEY is not set: requests reach the upstream with the client's own Authorization" })
+      }
 
-      const forward = (request: UpstreamRequest) =>
-        Effect.tryPromise({
-          try: (signal) => {
-            const target = joinUpstream(bases[request.upstream], request.pathAndQuery)
-            const headers = request.upstream === "primary" && Option.isSome(auth)
-              ? { ...request.headers, authorization: auth.value }
-              : request.headers
-            return agent.request({
-              origin: target.origin,
-              path: target.path,
-              method: request.method as Dispatcher.HttpMethod,
-              headers,
-              body: request.body,
-              signal
-            })
-          },
-          catch: toUpstreamError
-        }).pipe(Effect.map((r): UpstreamResponse => ({ status: r.statusCode, headers: r.headers, body: r.body })))
+      const send = (request: UpstreamRequest, signal: AbortSignal) => {
+        const target = joinUpstream(bases[request.upstream], request.pathAndQuery)
+        const headers = request.upstream === "primary" && Option.isSome(auth)
+          ? { ...request.headers, authorization: auth.value }
+          : request.headers
+        return agent.request({
+          origin: target.origin,
+          path: target.path,
+          method: request.method as Dispatcher.HttpMethod,
+          headers,
+          body: request.body,
+          signal
+        }).then(
+          (r) => Either.right<UpstreamResponse>({ status: r.statusCode, headers: r.headers, body: r.body }),
+          (cause: unknown) => Either.left(toUpstreamError(cause))
+        )
+      }
 
       const client = NodeHttpClient.makeUndici(agent).pipe(HttpClient.withTracerPropagation(false))
       const models = joinUpstream(config.upstream, "/v1/models")
@@ -85,7 +90,7 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
       )
       const reachable = yield* Effect.cachedWithTTL(probe, "5 seconds")
 
-      return Upstream.of({ forward, reachable })
+      return Upstream.of({ send, reachable })
     })
   )
 }

@@ -69,9 +69,12 @@ describe("the openai SDK through the sidecar", () => {
   })
 
   it("surfaces our own errors as the SDK's typed errors", async () => {
-    const down = await startSidecar({ upstream: "http://127.0.0.1:9/v1", queueMax: 0, queueFullPolicy: "reject" })
+    // No queue and one token: the first call is admitted (and finds the upstream down), the second finds no room.
+    const down = await startSidecar({ upstream: "http://127.0.0.1:9/v1", queueMax: 0, queueFullPolicy: "reject", rateRpm: 1, bucketCapacity: 1 })
     try {
       const offline = new OpenAI({ baseURL: `${down.url}/v1`, apiKey: "k", maxRetries: 0 })
+      const first = await offline.chat.completions.create({ model: "nvidia/x", messages: [] }).catch((e: unknown) => e)
+      expect((first as InstanceType<typeof OpenAI.APIError>).status).toBe(502)
       const full = await offline.chat.completions.create({ model: "nvidia/x", messages: [] }).catch((e: unknown) => e)
       expect(full).toBeInstanceOf(OpenAI.InternalServerError)
       expect((full as InstanceType<typeof OpenAI.APIError>).status).toBe(503)

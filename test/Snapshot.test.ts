@@ -1,6 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Fiber, Layer, Ref, Stream, TestClock } from "effect"
-import { Dispatcher } from "../src/Dispatcher.js"
+import { Chunk, Duration, Effect, Fiber, Layer, Option, Ref, Stream, TestClock } from "effect"
 import { Metrics } from "../src/Metrics.js"
 import { RequestQueue } from "../src/RequestQueue.js"
 import { Snapshot } from "../src/Snapshot.js"
@@ -19,7 +18,9 @@ const counted = (computations: Ref.Ref<number>) =>
         requestCounts: Effect.as(Ref.updateAndGet(computations, (n) => n + 1), { total: 7, byStatus: { "200": 7 }, errors: 0, rateLimited: 0, currentRpm: 7 })
       })),
       Layer.succeed(RequestQueue, RequestQueue.of({
+        admitNow: () => Effect.succeed(Option.none()),
         admit: () => Effect.die("unused"),
+        slots: { tryAcquire: Effect.succeed(true), acquire: Effect.void, releaser: () => Effect.void, used: Effect.succeed(2) },
         head: Effect.never,
         headChanged: () => Effect.never,
         next: Effect.never,
@@ -29,18 +30,18 @@ const counted = (computations: Ref.Ref<number>) =>
         configure: () => Effect.void,
         snapshot: Effect.succeed({
           max: 10, policy: "reject", lowTimeout: Duration.seconds(2), size: 3, byPriority: { urgent: 0, high: 1, normal: 2, low: 0 },
-          enqueued: 5, dequeued: 2, dropped: 0, timedOut: 0, bypassed: 0
+          enqueued: 5, dequeued: 2, dropped: 0, timedOut: 0, bypassed: 0, inflight: 2
         })
       })),
       Layer.succeed(TokenBucket, TokenBucket.of({
         take: Effect.void,
+        tryTake: Effect.succeed(true),
         refund: Effect.void,
         record: () => Effect.void,
         pauseFor: () => Effect.void,
         configure: () => Effect.void,
         snapshot: Effect.succeed({ tokens: 4.5, capacity: 40, baseRpm: 40, effectiveRpm: 30, mode: "retreat", rate429: 0.08, nextTokenInMs: 0, pausedForMs: 0 })
-      })),
-      Layer.succeed(Dispatcher, Dispatcher.of({ inflight: Effect.succeed(2) }))
+      }))
     ])
   )
 

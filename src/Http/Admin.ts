@@ -62,7 +62,8 @@ export const makeAdmin = Effect.gen(function*() {
   const apply = (req: IncomingMessage) =>
     Effect.gen(function*() {
       yield* authorize(req)
-      const { json } = yield* parseJsonBody(yield* readBody(req, 64 * 1024))
+      const body = yield* Effect.flatten(Effect.promise(() => readBody(req, 64 * 1024)))
+      const { json } = yield* parseJsonBody(body)
       const patch = yield* Schema.decodeUnknownEither(Patch, { onExcessProperty: "error" })(json).pipe(
         Either.mapLeft(toInvalidPatch)
       )
@@ -79,7 +80,7 @@ export const makeAdmin = Effect.gen(function*() {
         ...(patch.bucket_capacity === undefined ? {} : { capacity: patch.bucket_capacity })
       })
       const after = yield* current
-      yield* Effect.logWarning("admin_config_changed").pipe(Effect.annotateLogs({ peer: req.socket.remoteAddress ?? "unknown", changes: diff(before, after) }))
+      yield* Effect.logWarning({ msg: "admin_config_changed", peer: req.socket.remoteAddress ?? "unknown", changes: diff(before, after) })
       return after
     })
 

@@ -1,13 +1,13 @@
-import { Effect, Either } from "effect"
+import { Either } from "effect"
 import type { IncomingMessage } from "node:http"
 import { BodyTooLarge, InvalidJson } from "../Errors.js"
 
 /** Buffers the request body; refuses by `content-length` before reading, or as soon as the limit is crossed. */
-export const readBody = (req: IncomingMessage, limitBytes: number): Effect.Effect<Buffer, BodyTooLarge> =>
-  Effect.async<Buffer, BodyTooLarge>((resume) => {
+export const readBody = (req: IncomingMessage, limitBytes: number): Promise<Either.Either<Buffer, BodyTooLarge>> =>
+  new Promise((resolve) => {
     const declared = Number(req.headers["content-length"])
     if (declared > limitBytes) {
-      resume(Effect.fail(new BodyTooLarge({ limitBytes })))
+      resolve(Either.left(new BodyTooLarge({ limitBytes })))
       return
     }
     const chunks: Array<Buffer> = []
@@ -17,23 +17,22 @@ export const readBody = (req: IncomingMessage, limitBytes: number): Effect.Effec
       if (size > limitBytes) {
         cleanup()
         req.pause()
-        resume(Effect.fail(new BodyTooLarge({ limitBytes })))
+        resolve(Either.left(new BodyTooLarge({ limitBytes })))
         return
       }
       chunks.push(chunk)
     }
     const onEnd = () => {
       cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
+      resolve(Either.right(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
     }
-    // An aborted upload ends here; the fiber is interrupted by the response's `close`.
+    // An aborted upload never ends: the request's fiber is interrupted by the response's `close`.
     const cleanup = () => {
       req.off("data", onData)
       req.off("end", onEnd)
     }
     req.on("data", onData)
     req.on("end", onEnd)
-    return Effect.sync(cleanup)
   })
 
 export interface JsonBody {

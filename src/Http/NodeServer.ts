@@ -1,4 +1,4 @@
-import { Duration, Effect, Fiber, FiberId, Runtime, Schema, type Scope } from "effect"
+import { Duration, Effect, Schema, type Scope } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 
@@ -18,17 +18,17 @@ export interface ServeOptions {
   readonly onDrain?: Effect.Effect<void>
 }
 
-export type Handler<R> = (req: IncomingMessage, res: ServerResponse) => Effect.Effect<void, never, R>
+/** Resolves when the request is done; `signal` aborts when the client leaves or the drain runs out. */
+export type Handler = (req: IncomingMessage, res: ServerResponse, signal: AbortSignal) => Promise<void>
 
 /**
- * A node:http server whose bytes never pass through Effect streams; each request runs as its
- * own fiber, interrupted when the client goes away. Closing the scope drains: no new
- * requests (late keep-alive ones get 503), in-flight ones get `drainTimeout`, then sockets close.
+ * A node:http server whose bytes never pass through Effect streams. Closing the scope drains:
+ * no new requests (late keep-alive ones get 503), in-flight ones get `drainTimeout`, then their
+ * signals abort and the sockets close.
  */
-export const serve = <R>(options: ServeOptions, handler: Handler<R>): Effect.Effect<{ readonly port: number }, ListenFailed, Scope.Scope | R> =>
+export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ readonly port: number }, ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
-    const runFork = Runtime.runFork(yield* Effect.runtime<R>())
-    const inflight = new Set<Fiber.RuntimeFiber<void>>()
+    const inflight = new Map<Promise<void>, AbortController>()
     let draining = false
 
     const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
@@ -37,12 +37,13 @@ export const serve = <R>(options: ServeOptions, handler: Handler<R>): Effect.Eff
         res.end(JSON.stringify({ error: { message: "Sidecar is shutting down", type: "server_error", code: "shutting_down" } }))
         return
       }
-      const fiber = runFork(handler(req, res))
-      inflight.add(fiber)
-      fiber.addObserver(() => inflight.delete(fiber))
+      const controller = new AbortController()
       res.on("close", () => {
-        if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+        if (!res.writableFinished) controller.abort()
       })
+      // Handlers answer their own failures; anything escaping is a bug: drop the connection.
+      const done: Promise<void> = handler(req, res, controller.signal).catch(() => void res.destroy()).finally(() => inflight.delete(done))
+      inflight.set(done, controller)
     })
 
     const port = yield* Effect.acquireRelease(listen(server, options), () =>
@@ -52,9 +53,9 @@ export const serve = <R>(options: ServeOptions, handler: Handler<R>): Effect.Eff
         server.closeIdleConnections()
         if (options.onDrain !== undefined) yield* options.onDrain
         // Finalizers run uninterruptibly: the wait must opt back in so the timeout can cut it.
-        yield* Effect.interruptible(Fiber.awaitAll([...inflight])).pipe(Effect.timeoutOption(options.drainTimeout))
+        yield* Effect.interruptible(Effect.promise(() => Promise.all(inflight.keys()))).pipe(Effect.timeoutOption(options.drainTimeout))
+        for (const controller of inflight.values()) controller.abort()
         server.closeAllConnections()
-        yield* Fiber.interruptAll([...inflight])
       }))
     return { port }
   })

@@ -1,15 +1,15 @@
 import { Headers, HttpTraceContext } from "@effect/platform"
-import { Clock, Effect, Option, type Tracer } from "effect"
+import { Clock, Effect, Either, Exit, FiberId, FiberRef, LogLevel, Option, Runtime, type Tracer } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { SidecarError, UpstreamFailed, UpstreamTimeout } from "../Errors.js"
+import type { AdmissionError, SidecarError } from "../Errors.js"
 import { Metrics } from "../Metrics.js"
 import { fromHeader, type Priority } from "../Priority.js"
-import { RequestQueue } from "../RequestQueue.js"
+import { RequestQueue, type Admitted } from "../RequestQueue.js"
 import { classify } from "../Routing.js"
 import { SidecarConfig } from "../SidecarConfig.js"
-import { TokenBucket } from "../TokenBucket.js"
-import { Upstream, type UpstreamRequest, type UpstreamResponse } from "../Upstream.js"
+import { TokenBucket, type TokenBucketSnapshot } from "../TokenBucket.js"
+import { Upstream, type UpstreamRequest } from "../Upstream.js"
 import { parseJsonBody, readBody } from "./Body.js"
 import { toErrorResponse } from "./ErrorResponse.js"
 import { requestHeaders } from "./Headers.js"
@@ -18,148 +18,265 @@ import { pipeUpstream, writeError } from "./Reply.js"
 // Endpoints whose body must be JSON; other `/v1/...` bodies must be JSON only when they say so.
 const jsonEndpoints = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])
 
-/** Builds the `/v1/...` handler: classify, queue + token when limited, forward, stream back. */
+/** Status recorded for a request whose client went away before its answer (nginx's convention). */
+const CLIENT_CLOSED = 499
+
+/**
+ * Builds the `/v1/...` handler. The data path is plain Node (body buffer, undici call, pipe):
+ * Effect fibers per chunk or per await cost 2-3x the CPU of the whole proxy (see the README's
+ * benchmarks). Effect runs the control steps through the application's runtime: admission
+ * (queue, token bucket, in-flight slots), the bucket's feedback, metrics and logs. `signal`
+ * aborts when the client leaves or shutdown runs out of time: the wait or the upstream call stops.
+ */
 export const makeProxy = Effect.gen(function*() {
   const config = yield* SidecarConfig
   const upstream = yield* Upstream
   const queue = yield* RequestQueue
   const bucket = yield* TokenBucket
   const metrics = yield* Metrics
+  const clock = yield* Effect.clock
+  const runtime = yield* Effect.runtime<never>()
+  const runSync = Runtime.runSync(runtime)
+  const runFork = Runtime.runFork(runtime)
   const routing = { gatewayAliases: config.gatewayAliases, hasPassthrough: Option.isSome(config.passthroughUpstream) }
+  const tracing = yield* FiberRef.get(FiberRef.currentTracerEnabled)
+  // The level is fixed at start-up; below INFO the completion line is not even built.
+  const logCompleted = LogLevel.lessThanEqual(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)
+  const now = () => clock.unsafeCurrentTimeMillis()
 
-  // The upstream call is a client span; with tracing on it carries our traceparent, with
-  // tracing off the client's own traceparent passes through untouched.
-  const forward = (request: UpstreamRequest): Effect.Effect<UpstreamResponse, UpstreamFailed | UpstreamTimeout> =>
-    Effect.gen(function*() {
-      const started = yield* Clock.currentTimeMillis
-      const provider = request.upstream
-      const span = yield* Effect.currentSpan.pipe(Effect.option)
-      const traced = Option.isSome(span) && span.value.traceId !== "noop"
-        ? { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span.value).traceparent ?? "" } }
-        : request
-      return yield* upstream.forward(traced).pipe(
-        Effect.tapBoth({
-          onFailure: () => Effect.flatMap(Clock.currentTimeMillis, (now) => metrics.upstreamAnswered(provider, 0, (now - started) / 1000)),
-          onSuccess: (up) => Effect.flatMap(Clock.currentTimeMillis, (now) => metrics.upstreamAnswered(provider, up.status, (now - started) / 1000))
-        })
-      )
-    }).pipe(Effect.withSpan("sidecar.upstream", { kind: "client", attributes: { "sidecar.provider": request.upstream } }))
+  // Spans only exist when tracing is on: each costs an allocation and, by default, a stack capture.
+  const startSpan = (name: string, options: Tracer.SpanOptions): Tracer.Span | undefined =>
+    tracing ? runSync(Effect.makeSpan(name, { ...options, captureStackTrace: false })) : undefined
+  const endSpan = (span: Tracer.Span | undefined, attributes: Record<string, unknown> = {}) => {
+    if (span === undefined) return
+    for (const [key, value] of Object.entries(attributes)) span.attribute(key, value)
+    span.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+  }
 
-  // Queue + token bucket; upstream 429s are retried inside before any byte reaches the client.
-  const limited = (res: ServerResponse, request: UpstreamRequest, priority: Priority, log: LogFields) =>
+  /**
+   * Admission with the bucket state for the response headers. Fast path: one synchronous
+   * runtime call; otherwise the queue's own fiber, interrupted if the client leaves.
+   */
+  const admit = (trail: Trail, seq: number | undefined, signal: AbortSignal): Promise<Either.Either<Admission, AdmissionError | ClientGone>> => {
+    const span = startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } })
+    const immediate = span === undefined ? runSync(admitNow(seq)) : Option.none()
+    if (Option.isSome(immediate)) return Promise.resolve(Either.right(immediate.value))
+    const waiting = Effect.zip(queue.admit(trail.priority, seq), bucket.snapshot)
+    const fiber = runFork(span === undefined ? waiting : Effect.withParentSpan(waiting, span))
+    const onAbort = () => fiber.unsafeInterruptAsFork(FiberId.none)
+    signal.addEventListener("abort", onAbort, { once: true })
+    return new Promise((resolve) =>
+      fiber.addObserver((exit) => {
+        signal.removeEventListener("abort", onAbort)
+        endSpan(span)
+        resolve(Exit.match(exit, {
+          onSuccess: Either.right,
+          onFailure: (cause) => Either.left(cause._tag === "Fail" ? cause.error : clientGone)
+        }))
+      })
+    )
+  }
+
+  const admitNow = (seq: number | undefined): Effect.Effect<Option.Option<Admission>> =>
+    Effect.flatMap(queue.admitNow(seq), (admitted) =>
+      Option.isNone(admitted)
+        ? Effect.succeedNone
+        : Effect.map(bucket.snapshot, (b) => Option.some([admitted.value, b] as const)))
+
+  // The upstream call; with tracing on it carries our traceparent, with tracing off the
+  // client's own traceparent passes through untouched. Its bookkeeping waits for `finished`.
+  const send = async (request: UpstreamRequest, signal: AbortSignal, trail: Trail) => {
+    const span = startSpan("sidecar.upstream", { parent: trail.span, kind: "client", attributes: { "sidecar.provider": request.upstream } })
+    const traced = span === undefined
+      ? request
+      : { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span).traceparent ?? "" } }
+    const started = now()
+    const result = await upstream.send(traced, signal)
+    trail.upstream = { provider: request.upstream, status: Either.getOrUndefined(result)?.status ?? 0, seconds: (now() - started) / 1000 }
+    endSpan(span, { "http.response.status_code": trail.upstream.status })
+    return result
+  }
+
+  /** An upstream 429 about to be retried: feed the bucket, honour Retry-After, free the slot. */
+  const throttled = (release: Effect.Effect<void>, retryAfter: string | Array<string> | undefined) =>
     Effect.gen(function*() {
-      let seq: number | undefined
-      for (let retries = 0;; retries++) {
-        const admitted = yield* queue.admit(priority, seq).pipe(Effect.withSpan("sidecar.queue_wait", { attributes: { "sidecar.priority": priority } }))
-        seq = admitted.seq
-        log.queueMs += admitted.waitedMs
-        yield* metrics.queueWait(priority, admitted.waitedMs / 1000)
-        log.retries = retries
-        const up = yield* forward(request).pipe(Effect.onError(() => admitted.release))
-        const throttled = up.status === 429
-        yield* bucket.record(throttled ? "throttled" : "ok")
-        if (throttled) {
-          const pause = TokenBucket.retryAfterMillis(up.headers["retry-after"], yield* Clock.currentTimeMillis)
-          if (Option.isSome(pause)) yield* bucket.pauseFor(pause.value)
-          if (retries < config.maxRetries) {
-            up.body.resume()
-            yield* admitted.release
-            continue
-          }
-        }
-        const headers = yield* limitHeaders(priority, log.queueMs, retries, throttled && up.headers["retry-after"] === undefined)
-        yield* pipeUpstream(res, up, headers).pipe(Effect.ensuring(admitted.release))
-        return up.status
-      }
+      yield* bucket.record("throttled")
+      const pause = TokenBucket.retryAfterMillis(retryAfter, yield* Clock.currentTimeMillis)
+      if (Option.isSome(pause)) yield* bucket.pauseFor(pause.value)
+      yield* release
     })
 
-  const limitHeaders = (priority: Priority, queueMs: number, retries: number, addRetryAfter: boolean) =>
-    Effect.map(bucket.snapshot, (b): Record<string, string> => ({
-      "x-ratelimit-limit-requests": String(Math.round(b.effectiveRpm)),
-      "x-ratelimit-remaining-requests": String(Math.floor(b.tokens)),
-      "x-ratelimit-reset-requests": `${((b.nextTokenInMs + b.pausedForMs) / 1000).toFixed(3)}s`,
-      "x-sidecar-queue-wait-ms": String(Math.round(queueMs)),
-      "x-sidecar-priority": priority,
-      "x-sidecar-upstream-retries": String(retries),
-      ...(addRetryAfter ? { "retry-after": String(Math.max(1, Math.ceil((b.nextTokenInMs + b.pausedForMs) / 1000))) } : {})
-    }))
-
-  const route = (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, priority: Priority, log: LogFields) =>
+  /**
+   * All of a request's bookkeeping in one runtime call (each call forks a fiber, so the data
+   * path makes as few as it can): bucket feedback, slot release, metrics, log line.
+   */
+  const finished = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, totalMs: number) =>
     Effect.gen(function*() {
-      const method = req.method ?? "GET"
-      const body = method === "GET" || method === "HEAD" ? null : yield* readBody(req, config.maxBodyBytes)
-      const path = pathAndQuery.split("?", 1)[0] ?? pathAndQuery
-      const mustBeJson = jsonEndpoints.has(path) || String(req.headers["content-type"] ?? "").includes("json")
-      const parsed = body !== null && mustBeJson ? yield* parseJsonBody(body) : { json: undefined, model: undefined }
-      log.model = parsed.model
-      const routed = classify(parsed.model, routing)
-      const request: UpstreamRequest = {
-        upstream: routed.upstream,
-        method,
-        pathAndQuery,
-        headers: requestHeaders(req.headers),
-        body: Option.match(routed.rewrittenModel, {
-          onNone: () => body,
-          onSome: (model) => Buffer.from(JSON.stringify({ ...parsed.json, model }))
-        })
+      const answer = trail.upstream
+      if (answer !== undefined) {
+        yield* metrics.upstreamAnswered(answer.provider, answer.status, answer.seconds)
+        if (trail.release !== undefined && answer.status !== 0) yield* bucket.record(answer.status === 429 ? "throttled" : "ok")
       }
-      if (routed.limited) return yield* limited(res, request, priority, log)
-      const up = yield* forward(request)
-      yield* pipeUpstream(res, up, {})
-      return up.status
-    })
-
-  return (req: IncomingMessage, res: ServerResponse, pathAndQuery: string) =>
-    Effect.gen(function*() {
-      const started = yield* Clock.currentTimeMillis
-      const priority = fromHeader(req.headers["x-priority"])
-      const requestId = headerValue(req.headers["x-request-id"]) ?? randomUUID()
-      const log: LogFields = { model: undefined, queueMs: 0, retries: 0 }
-      const b = yield* bucket.snapshot
-      const status = yield* route(req, res, pathAndQuery, priority, log).pipe(
-        Effect.catchAll((error: SidecarError) => {
-          const response = toErrorResponse(error)
-          writeError(res, response)
-          return Effect.succeed(response.status)
-        }),
-        Effect.tap((status) =>
-          Effect.annotateCurrentSpan({
-            "http.response.status_code": status,
-            "sidecar.model": log.model ?? "",
-            "sidecar.queue_wait_ms": log.queueMs,
-            "sidecar.upstream_retries": log.retries,
-            "sidecar.retreat_state": b.mode
-          })
-        ),
-        Effect.withSpan("sidecar.request", {
-          kind: "server",
-          parent: incomingParent(req),
-          attributes: { "http.request.method": req.method ?? "", "url.path": pathAndQuery, "sidecar.priority": priority }
-        })
-      )
-      const totalMs = (yield* Clock.currentTimeMillis) - started
-      yield* metrics.requestCompleted(priority, status)
-      yield* Effect.logInfo("request_completed").pipe(Effect.annotateLogs({
-        request_id: requestId,
+      if (trail.release !== undefined) {
+        yield* trail.release
+        yield* metrics.queueWait(trail.priority, trail.queueMs / 1000)
+      }
+      yield* metrics.requestCompleted(trail.priority, status)
+      if (!logCompleted) return
+      const b = trail.bucket ?? (yield* bucket.snapshot)
+      yield* Effect.logInfo({
+        msg: "request_completed",
+        request_id: headerValue(req.headers["x-request-id"]) ?? randomUUID(),
         method: req.method,
         path: pathAndQuery,
-        model: log.model ?? null,
-        priority,
+        model: trail.model ?? null,
+        priority: trail.priority,
         status,
-        queue_ms: log.queueMs,
-        upstream_ms: Math.max(0, totalMs - log.queueMs),
+        queue_ms: trail.queueMs,
+        upstream_ms: Math.max(0, totalMs - trail.queueMs),
         total_ms: totalMs,
+        retries: trail.retries,
         retreat_state: b.mode,
         effective_rpm: b.effectiveRpm
-      }))
+      })
     })
+
+  // Queue + token bucket; upstream 429s are retried inside before any byte reaches the client.
+  const limited = async (res: ServerResponse, request: UpstreamRequest, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
+    let seq: number | undefined
+    for (let retries = 0;; retries++) {
+      const admitted = await admit(trail, seq, signal)
+      if (Either.isLeft(admitted)) return Either.left(admitted.left)
+      const [admission, b] = admitted.right
+      seq = admission.seq
+      trail.release = admission.release
+      trail.bucket = b
+      trail.queueMs += admission.waitedMs
+      trail.retries = retries
+      const answer = await send(request, signal, trail)
+      if (Either.isLeft(answer)) return Either.left(answer.left)
+      const up = answer.right
+      if (up.status === 429 && retries < config.maxRetries) {
+        up.body.resume()
+        runSync(throttled(admission.release, up.headers["retry-after"]))
+        trail.upstream = undefined
+        continue
+      }
+      await pipeUpstream(res, up, limitHeaders(b, trail, up.status === 429 && up.headers["retry-after"] === undefined))
+      return Either.right(up.status)
+    }
+  }
+
+  const route = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
+    const method = req.method ?? "GET"
+    let body: Buffer | null = null
+    if (method !== "GET" && method !== "HEAD") {
+      const read = await readBody(req, config.maxBodyBytes)
+      if (Either.isLeft(read)) return Either.left(read.left)
+      body = read.right
+    }
+    const path = pathAndQuery.split("?", 1)[0] ?? pathAndQuery
+    const mustBeJson = jsonEndpoints.has(path) || String(req.headers["content-type"] ?? "").includes("json")
+    const parsed = body !== null && mustBeJson ? parseJsonBody(body) : Either.right({ json: undefined, model: undefined })
+    if (Either.isLeft(parsed)) return Either.left(parsed.left)
+    trail.model = parsed.right.model
+    const routed = classify(trail.model, routing)
+    const request: UpstreamRequest = {
+      upstream: routed.upstream,
+      method,
+      pathAndQuery,
+      headers: requestHeaders(req.headers),
+      body: Option.match(routed.rewrittenModel, {
+        onNone: () => body,
+        onSome: (model) => Buffer.from(JSON.stringify({ ...parsed.right.json, model }))
+      })
+    }
+    if (routed.limited) return limited(res, request, trail, signal)
+    const answer = await send(request, signal, trail)
+    if (Either.isLeft(answer)) return Either.left(answer.left)
+    await pipeUpstream(res, answer.right, {})
+    return Either.right(answer.right.status)
+  }
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, signal: AbortSignal) => {
+    const started = now()
+    const priority = fromHeader(req.headers["x-priority"])
+    const trail: Trail = {
+      priority,
+      model: undefined,
+      queueMs: 0,
+      retries: 0,
+      bucket: undefined,
+      release: undefined,
+      upstream: undefined,
+      span: startSpan("sidecar.request", {
+        kind: "server",
+        parent: tracing ? incomingParent(req) : undefined,
+        attributes: { "http.request.method": req.method ?? "", "url.path": pathAndQuery, "sidecar.priority": priority }
+      })
+    }
+    // A defect still frees the slot and counts as 500 before it reaches the fiber.
+    let status = 500
+    try {
+      const outcome = await route(req, res, pathAndQuery, trail, signal)
+      status = Either.match(outcome, {
+        onRight: (status) => status,
+        onLeft: (error) => {
+          if (error._tag === "ClientGone" || signal.aborted) return CLIENT_CLOSED
+          const response = toErrorResponse(error)
+          writeError(res, response)
+          return response.status
+        }
+      })
+    } finally {
+      endSpan(trail.span, {
+        "http.response.status_code": status,
+        "sidecar.model": trail.model ?? "",
+        "sidecar.queue_wait_ms": trail.queueMs,
+        "sidecar.upstream_retries": trail.retries,
+        "sidecar.retreat_state": trail.bucket?.mode ?? "normal"
+      })
+      runSync(finished(trail, req, pathAndQuery, status, now() - started))
+    }
+  }
+
+  return handle
 })
 
-interface LogFields {
+/** The client left while its request was waiting: nobody to answer. */
+interface ClientGone {
+  readonly _tag: "ClientGone"
+}
+const clientGone: ClientGone = { _tag: "ClientGone" }
+
+type Outcome = Either.Either<number, SidecarError | ClientGone>
+
+/** What one request leaves behind for its metrics, log line and span. */
+interface Trail {
+  readonly priority: Priority
+  readonly span: Tracer.Span | undefined
   model: string | undefined
   queueMs: number
   retries: number
+  /** Bucket state at admission: the rate-limit headers and the log line. */
+  bucket: TokenBucketSnapshot | undefined
+  /** Frees the in-flight slot of the current admission (runs once however often it is called). */
+  release: Effect.Effect<void> | undefined
+  /** The last upstream answer (status 0: none), recorded when the request finishes. */
+  upstream: { readonly provider: string; readonly status: number; readonly seconds: number } | undefined
 }
+
+type Admission = readonly [Admitted, TokenBucketSnapshot]
+
+const limitHeaders = (b: TokenBucketSnapshot, trail: Trail, addRetryAfter: boolean): Record<string, string> => ({
+  "x-ratelimit-limit-requests": String(Math.round(b.effectiveRpm)),
+  "x-ratelimit-remaining-requests": String(Math.floor(b.tokens)),
+  "x-ratelimit-reset-requests": `${((b.nextTokenInMs + b.pausedForMs) / 1000).toFixed(3)}s`,
+  "x-sidecar-queue-wait-ms": String(Math.round(trail.queueMs)),
+  "x-sidecar-priority": trail.priority,
+  "x-sidecar-upstream-retries": String(trail.retries),
+  ...(addRetryAfter ? { "retry-after": String(Math.max(1, Math.ceil((b.nextTokenInMs + b.pausedForMs) / 1000))) } : {})
+})
 
 /** Continues the client's W3C trace when it sent one. */
 const incomingParent = (req: IncomingMessage): Tracer.ExternalSpan | undefined =>
@@ -169,4 +286,3 @@ const incomingParent = (req: IncomingMessage): Tracer.ExternalSpan | undefined =
 
 const headerValue = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
   typeof value === "string" && value.length > 0 && value.length <= 200 ? value : undefined
-

@@ -1,4 +1,3 @@
-import { Effect } from "effect"
 import type { ServerResponse } from "node:http"
 import type { UpstreamResponse } from "../Upstream.js"
 import type { ErrorResponse } from "./ErrorResponse.js"
@@ -21,13 +20,14 @@ export const writeError = (res: ServerResponse, error: ErrorResponse): void => {
 }
 
 /**
- * Pipes an upstream answer to the client untouched, chunk by chunk. Completes when the
- * response is closed (finished or client gone); interruption aborts the upstream body.
+ * Pipes an upstream answer to the client untouched, chunk by chunk; resolves when the response
+ * is closed (finished or client gone), having destroyed the upstream body either way.
  * An upstream failure mid-SSE ends the stream with an `error` event and no `[DONE]`.
  */
-export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>) =>
-  Effect.async<void>((resume) => {
-    const headers = { ...responseHeaders(up.headers), ...extraHeaders }
+export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>): Promise<void> =>
+  new Promise((resolve) => {
+    const headers = responseHeaders(up.headers)
+    for (const name in extraHeaders) headers[name] = extraHeaders[name]!
     const sse = String(headers["content-type"] ?? "").startsWith("text/event-stream")
     if (sse) headers["x-accel-buffering"] = "no"
     res.writeHead(up.status, headers)
@@ -42,10 +42,9 @@ export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHea
     })
     res.on("close", () => {
       if (!body.destroyed) body.destroy()
-      resume(Effect.void)
+      resolve()
     })
     body.pipe(res)
-    return Effect.sync(() => body.destroy())
   })
 
 const streamError = { error: { message: "Upstream stream failed", type: "upstream_error", code: "upstream_stream_error" } }

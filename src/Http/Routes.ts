@@ -1,4 +1,4 @@
-import { Deferred, Effect, Either, Stream } from "effect"
+import { Deferred, Effect, Either, Runtime, Stream } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { RouteNotFound } from "../Errors.js"
 import { loadDashboardPage } from "../DashboardPage.js"
@@ -23,6 +23,7 @@ export const makeRoutes = (draining: Deferred.Deferred<void>) =>
     const queue = yield* RequestQueue
     const bucket = yield* TokenBucket
     const page = loadDashboardPage()
+    const runPromise = Runtime.runPromise(yield* Effect.runtime<never>())
 
     const health = Effect.map(snapshot.current, (s) => ({ status: "ok", uptime: s.uptime_seconds, version }))
 
@@ -47,15 +48,8 @@ export const makeRoutes = (draining: Deferred.Deferred<void>) =>
         res.end()
       })
 
-    return (req: IncomingMessage, res: ServerResponse): Effect.Effect<void> => {
-      const url = req.url ?? "/"
-      const path = url.split("?", 1)[0] ?? url
-      if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/") || url.startsWith("//")) {
-        return Either.match(normalizePath(url), {
-          onLeft: (error) => Effect.sync(() => writeError(res, toErrorResponse(error))),
-          onRight: (clean) => proxy(req, res, clean)
-        })
-      }
+    const control = (req: IncomingMessage, res: ServerResponse): Effect.Effect<void> => {
+      const path = (req.url ?? "/").split("?", 1)[0] ?? "/"
       const get = req.method === "GET" || req.method === "HEAD"
       if (get && path === "/health") return Effect.map(health, (h) => writeJson(res, 200, h))
       if (get && path === "/health/ready") return Effect.map(readiness, (r) => writeJson(res, r.ready ? 200 : 503, r))
@@ -75,5 +69,18 @@ export const makeRoutes = (draining: Deferred.Deferred<void>) =>
       if (get && path === "/api/dashboard/stream") return sse(res)
       if (path === "/api/admin/config") return admin(req, res)
       return Effect.sync(() => writeError(res, toErrorResponse(new RouteNotFound({ method: req.method ?? "GET", path }))))
+    }
+
+    // `/v1/...` takes the proxy's Node data path; everything else is an Effect run to completion.
+    return (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
+      const url = req.url ?? "/"
+      const path = url.split("?", 1)[0] ?? url
+      if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/") || url.startsWith("//")) {
+        return Either.match(normalizePath(url), {
+          onLeft: (error) => Promise.resolve(writeError(res, toErrorResponse(error))),
+          onRight: (clean) => proxy(req, res, clean, signal)
+        })
+      }
+      return runPromise(control(req, res), { signal }).catch(() => undefined)
     }
   })

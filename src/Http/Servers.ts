@@ -1,4 +1,5 @@
-import { Context, Deferred, Effect, Layer } from "effect"
+import { Context, Deferred, Effect, Layer, Runtime } from "effect"
+import type { ServerResponse } from "node:http"
 import { Metrics } from "../Metrics.js"
 import { RequestQueue } from "../RequestQueue.js"
 import { SidecarConfig } from "../SidecarConfig.js"
@@ -25,7 +26,7 @@ export class ProxyServer extends Context.Tag("sidecar/ProxyServer")<ProxyServer,
         // Shutdown: readiness goes red, queued requests are answered 503, in-flight calls finish.
         onDrain: Effect.zipRight(Deferred.succeed(draining, undefined), queue.close)
       }, routes)
-      yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ server: "proxy", address: `http://${config.host}:${bound.port}` }))
+      yield* Effect.logInfo({ msg: "listening", server: "proxy", address: `http://${config.host}:${bound.port}` })
       return bound
     })
   )
@@ -40,11 +41,9 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
       const metrics = yield* Metrics
       const snapshot = yield* Snapshot
       const upstream = yield* Upstream
-      const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout }, (req, res) => {
-        if ((req.url ?? "").split("?", 1)[0] !== "/metrics") {
-          return Effect.sync(() => writeJson(res, 404, { error: { message: "Only /metrics is served here", type: "invalid_request_error", code: "not_found" } }))
-        }
-        return Effect.gen(function*() {
+      const runPromise = Runtime.runPromise(yield* Effect.runtime<never>())
+      const scrape = (res: ServerResponse) =>
+        Effect.gen(function*() {
           const s = yield* snapshot.compute
           const ready = yield* upstream.reachable
           const { body, contentType } = yield* metrics.render({
@@ -59,8 +58,13 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
           res.writeHead(200, { "content-type": contentType })
           res.end(body)
         })
+      const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout }, (req, res, signal) => {
+        if ((req.url ?? "").split("?", 1)[0] !== "/metrics") {
+          return Promise.resolve(writeJson(res, 404, { error: { message: "Only /metrics is served here", type: "invalid_request_error", code: "not_found" } }))
+        }
+        return runPromise(scrape(res), { signal })
       })
-      yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ server: "metrics", address: `http://${config.host}:${bound.port}/metrics` }))
+      yield* Effect.logInfo({ msg: "listening", server: "metrics", address: `http://${config.host}:${bound.port}/metrics` })
       return bound
     })
   )

@@ -1,6 +1,6 @@
 // Fresh scheduler layers for one test each: the real services on top of SidecarConfig.layerTest.
 import { Layer } from "effect"
-import { Dispatcher } from "../../src/Dispatcher.js"
+import * as Dispatcher from "../../src/Dispatcher.js"
 import { Metrics } from "../../src/Metrics.js"
 import { RequestQueue } from "../../src/RequestQueue.js"
 import { SidecarConfig, type SidecarConfigShape } from "../../src/SidecarConfig.js"
