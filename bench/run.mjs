@@ -21,7 +21,7 @@ const DEFAULT_SUITES = ["passthrough", "streaming", "startup"] // limited alone 
 const { values: flags } = parseArgs({
   options: {
     suite: { type: "string", default: DEFAULT_SUITES.join(",") },
-    targets: { type: "string", default: "direct,baseline,sidecar" },
+    targets: { type: "string", default: "direct,baseline,sidecar,sidecar-pt" },
     repeats: { type: "string", default: process.env.BENCH_REPEATS ?? "3" },
     seconds: { type: "string", default: process.env.BENCH_SECONDS ?? "5" },
     warmup: { type: "string", default: "1" },
@@ -47,7 +47,7 @@ const o = {
   limitedSeconds: Number(flags["limited-seconds"])
 }
 for (const s of o.suites) if (!ALL_SUITES.includes(s)) throw new Error(`unknown suite ${s}`)
-for (const t of o.targets) if (!["direct", "baseline", "sidecar"].includes(t)) throw new Error(`unknown target ${t}`)
+for (const t of o.targets) if (!["direct", "baseline", "sidecar", "sidecar-pt"].includes(t)) throw new Error(`unknown target ${t}`)
 
 const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a)
 const hasWrk = (() => { try { execFileSync("wrk", ["--version"], { stdio: "ignore" }) } catch (e) { return e.code !== "ENOENT" } return true })()
@@ -162,15 +162,20 @@ async function startTargets(names, mockEnv = {}, sidecarExtra = {}) {
     const b = startNode("baseline", path.join(benchDir, "baseline-proxy.mjs"), ["0"], { UPSTREAM: upstream })
     targets.baseline = { port: await listening(b), proc: b }
   }
-  if (names.includes("sidecar")) {
-    const env = await sidecarEnv(upstream, sidecarExtra)
-    const s = startNode("sidecar", SIDECAR_BIN, [], env)
+  // "sidecar": the default, limited path (queue + token bucket) with a limit too high to bite and
+  // an in-flight bound above the load, so the data path is what is measured.
+  // "sidecar-pt": the same request as a non-alias model to SIDECAR_PASSTHROUGH_UPSTREAM (unthrottled path).
+  const variants = { sidecar: { SIDECAR_MAX_INFLIGHT: "1024" }, "sidecar-pt": { SIDECAR_PASSTHROUGH_UPSTREAM: upstream } }
+  for (const [name, variant] of Object.entries(variants)) {
+    if (!names.includes(name)) continue
+    const env = await sidecarEnv(upstream, { ...variant, ...sidecarExtra })
+    const s = startNode(name, SIDECAR_BIN, [], env)
     try {
       await waitHealthy(s, Number(env.SIDECAR_PORT))
-      targets.sidecar = { port: Number(env.SIDECAR_PORT), proc: s }
+      targets[name] = { port: Number(env.SIDECAR_PORT), proc: s }
     } catch (e) {
-      failed.sidecar = e.message
-      log(`sidecar not runnable, dropped: ${e.message}`)
+      failed[name] = e.message
+      log(`${name} not runnable, dropped: ${e.message}`)
       await stop(s)
     }
   }

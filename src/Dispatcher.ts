@@ -18,10 +18,10 @@ export const layer = Layer.scopedDiscard(
         onSome: (parent) =>
           Effect.withSpan(bucket.take, "sidecar.token_wait", { parent, captureStackTrace: false, attributes: { "sidecar.priority": head.priority } })
       })
-      // A low request at the head waits at most lowTimeout; if the head changes (it left, or
-      // a better one arrived) the wait starts over for the new head.
+      // A token at hand needs no waiting. Otherwise a low request at the head waits at most
+      // lowTimeout; if the head changes (it left, or a better one arrived) the wait starts over.
       const { lowTimeout } = yield* queue.settings
-      const outcome = yield* Effect.race(
+      const outcome = (yield* bucket.tryTake) ? "token" : yield* Effect.race(
         head.priority === "low"
           ? Effect.map(Effect.timeoutOption(take, lowTimeout), (t) => (Option.isSome(t) ? "token" as const : "expired" as const))
           : Effect.as(take, "token" as const),
