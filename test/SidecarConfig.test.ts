@@ -1,5 +1,5 @@
 import { Duration, Effect, LogLevel, Option, Redacted } from "effect"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
@@ -90,6 +90,11 @@ describe("CLI", () => {
       if (s.default !== undefined) expect(text).toContain(`default: ${s.default}`)
     }
     expect(text).toContain("OTEL_EXPORTER_OTLP_ENDPOINT")
+  })
+
+  it("has every setting in the README's configuration table", () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
+    for (const name of Object.keys(settings)) expect(readme, name).toContain(`| \`${name}\` |`)
   })
 
   it("reads YAML settings by env name or short name and rejects unknown keys", async () => {

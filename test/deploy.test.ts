@@ -7,37 +7,15 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { settings } from "../src/Settings.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const read = (path: string): string => readFileSync(join(root, path), "utf8");
 const hasCommand = (name: string): boolean =>
   spawnSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" }).status === 0;
 
-// SPEC section 7, plus the two OpenTelemetry variables the deployment documents.
-const SETTINGS = [
-  "SIDECAR_HOST",
-  "SIDECAR_PORT",
-  "SIDECAR_METRICS_PORT",
-  "SIDECAR_UPSTREAM",
-  "SIDECAR_PASSTHROUGH_UPSTREAM",
-  "SIDECAR_API_KEY",
-  "SIDECAR_RATE_RPM",
-  "SIDECAR_BUCKET_CAPACITY",
-  "SIDECAR_TIMEOUT",
-  "SIDECAR_QUEUE_MAX",
-  "SIDECAR_QUEUE_FULL_POLICY",
-  "SIDECAR_FALLBACK_PASSTHROUGH",
-  "SIDECAR_LOW_TIMEOUT",
-  "SIDECAR_MAX_INFLIGHT",
-  "SIDECAR_MAX_RETRIES",
-  "SIDECAR_QUEUE_TIMEOUT",
-  "SIDECAR_MAX_BODY_BYTES",
-  "SIDECAR_DRAIN_TIMEOUT",
-  "SIDECAR_LOG_LEVEL",
-  "SIDECAR_ADMIN_TOKEN",
-  "OTEL_EXPORTER_OTLP_ENDPOINT",
-  "OTEL_SERVICE_NAME",
-] as const;
+// Every setting the sidecar reads (src/Settings.ts), plus the two OpenTelemetry variables the deployment documents.
+const SETTINGS = [...Object.keys(settings), "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"];
 const DRAIN_TIMEOUT_DEFAULT_S = 25;
 
 const UNIT = "deploy/nvidia-sidecar.service";
@@ -238,7 +216,7 @@ describe("Dockerfile", () => {
 });
 
 describe(".env.example", () => {
-  it("lists every setting of SPEC section 7", () => {
+  it("lists every setting the sidecar reads", () => {
     const text = read(".env.example");
     expect(SETTINGS.filter((name) => !new RegExp(`^#?${name}=`, "m").test(text))).toEqual([]);
     expect(text).toMatch(new RegExp(`^#?SIDECAR_DRAIN_TIMEOUT=${String(DRAIN_TIMEOUT_DEFAULT_S)}$`, "m"));
