@@ -63,6 +63,19 @@ describe("the limited path against a real upstream", () => {
     expect(Number(res.headers["retry-after"])).toBeGreaterThanOrEqual(1)
     expect(res.headers["x-sidecar-upstream-retries"]).toBe("2")
     expect(upstream.received).toHaveLength(3)
+    const metrics = await (await request(sidecar.metricsUrl)).body.text()
+    expect(metrics).toContain("sidecar_upstream_errors_total{status_code=\"429\",provider=\"primary\"} 3")
+  })
+
+  it("pauses dispatch for the Retry-After of a 429 it passes through", async () => {
+    let calls = 0
+    upstream.handler = (_req, res) => (++calls === 1 ? json(res, 429, { error: { message: "slow" } }, { "retry-after": "1" }) : json(res, 200, { ok: true }))
+    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 6000, bucketCapacity: 10, maxRetries: 0 })
+    expect((await chat(sidecar.url, { model: "nvidia/x" })).statusCode).toBe(429)
+    const next = await chat(sidecar.url, { model: "nvidia/x" })
+    expect(next.statusCode).toBe(200)
+    await next.body.text()
+    expect(upstream.received[1]!.at - upstream.received[0]!.at).toBeGreaterThanOrEqual(950)
   })
 
   it("answers 429 with Retry-After when the queue wait runs out", async () => {

@@ -97,25 +97,22 @@ export const makeProxy = Effect.gen(function*() {
     return result
   }
 
-  /** An upstream 429 about to be retried: feed the bucket, honour Retry-After, free the slot. */
-  const throttled = (release: Effect.Effect<void>, retryAfter: string | Array<string> | undefined) =>
+  /** An upstream 429, before anything reaches the client: count it, feed the bucket, honour Retry-After. */
+  const throttled = (answer: UpstreamAnswer, retryAfter: string | Array<string> | undefined) =>
     Effect.gen(function*() {
+      yield* metrics.upstreamAnswered(answer.provider, answer.status, answer.seconds)
       yield* bucket.record("throttled")
       const pause = TokenBucket.retryAfterMillis(retryAfter, yield* Clock.currentTimeMillis)
       if (Option.isSome(pause)) yield* bucket.pauseFor(pause.value)
-      yield* release
     })
 
-  /**
-   * All of a request's bookkeeping in one runtime call (each call forks a fiber, so the data
-   * path makes as few as it can): bucket feedback, slot release, metrics, log line.
-   */
+  /** The rest of a request's bookkeeping, in one runtime call: bucket feedback, slot release, metrics, log line. */
   const finished = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, totalMs: number) =>
     Effect.gen(function*() {
       const answer = trail.upstream
       if (answer !== undefined) {
         yield* metrics.upstreamAnswered(answer.provider, answer.status, answer.seconds)
-        if (trail.release !== undefined && answer.status !== 0) yield* bucket.record(answer.status === 429 ? "throttled" : "ok")
+        if (trail.release !== undefined && answer.status !== 0) yield* bucket.record("ok")
       }
       if (trail.release !== undefined) {
         yield* trail.release
@@ -156,11 +153,14 @@ export const makeProxy = Effect.gen(function*() {
       const answer = await send(request, signal, trail)
       if (Either.isLeft(answer)) return Either.left(answer.left)
       const up = answer.right
-      if (up.status === 429 && retries < config.maxRetries) {
-        up.body.resume()
-        runSync(throttled(admission.release, up.headers["retry-after"]))
+      if (up.status === 429 && trail.upstream !== undefined) {
+        runSync(throttled(trail.upstream, up.headers["retry-after"]))
         trail.upstream = undefined
-        continue
+        if (retries < config.maxRetries) {
+          up.body.resume()
+          runSync(admission.release)
+          continue
+        }
       }
       await pipeUpstream(res, up, limitHeaders(b, trail, up.status === 429 && up.headers["retry-after"] === undefined))
       return Either.right(up.status)
@@ -262,8 +262,14 @@ interface Trail {
   bucket: TokenBucketSnapshot | undefined
   /** Frees the in-flight slot of the current admission (runs once however often it is called). */
   release: Effect.Effect<void> | undefined
-  /** The last upstream answer (status 0: none), recorded when the request finishes. */
-  upstream: { readonly provider: string; readonly status: number; readonly seconds: number } | undefined
+  /** The last upstream answer (status 0: none) not yet recorded; recorded when the request finishes. */
+  upstream: UpstreamAnswer | undefined
+}
+
+interface UpstreamAnswer {
+  readonly provider: string
+  readonly status: number
+  readonly seconds: number
 }
 
 type Admission = readonly [Admitted, TokenBucketSnapshot]
