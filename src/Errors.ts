@@ -54,6 +54,9 @@ export class InvalidPatch extends Schema.TaggedError<InvalidPatch>()("InvalidPat
   reason: Schema.String
 }) {}
 
+/** The client went away mid-request: there is nobody left to answer (not an HTTP error). */
+export class ClientGone extends Schema.TaggedError<ClientGone>()("ClientGone", {}) {}
+
 /** Ways a queued request can fail to be admitted. */
 export type AdmissionError = RateLimited | QueueFull | Evicted | ShuttingDown
 

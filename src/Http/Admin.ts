@@ -90,7 +90,7 @@ export const makeAdmin = Effect.gen(function*() {
       : req.method === "POST"
       ? apply(req).pipe(
         Effect.match({
-          onFailure: (error) => writeError(res, toErrorResponse(error)),
+          onFailure: (error) => (error._tag === "ClientGone" ? undefined : writeError(res, toErrorResponse(error))),
           onSuccess: (c) => writeJson(res, 200, c)
         })
       )

@@ -1,9 +1,9 @@
 import { Either } from "effect"
 import type { IncomingMessage } from "node:http"
-import { BodyTooLarge, InvalidJson } from "../Errors.js"
+import { BodyTooLarge, ClientGone, InvalidJson } from "../Errors.js"
 
 /** Buffers the request body; refuses by `content-length` before reading, or as soon as the limit is crossed. */
-export const readBody = (req: IncomingMessage, limitBytes: number): Promise<Either.Either<Buffer, BodyTooLarge>> =>
+export const readBody = (req: IncomingMessage, limitBytes: number): Promise<Either.Either<Buffer, BodyTooLarge | ClientGone>> =>
   new Promise((resolve) => {
     const declared = Number(req.headers["content-length"])
     if (declared > limitBytes) {
@@ -26,13 +26,21 @@ export const readBody = (req: IncomingMessage, limitBytes: number): Promise<Eith
       cleanup()
       resolve(Either.right(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
     }
-    // An aborted upload never ends: the request's fiber is interrupted by the response's `close`.
+    // An aborted upload never ends: it closes (or errors) instead.
+    const onGone = () => {
+      cleanup()
+      resolve(Either.left(new ClientGone()))
+    }
     const cleanup = () => {
       req.off("data", onData)
       req.off("end", onEnd)
+      req.off("close", onGone)
+      req.off("error", onGone)
     }
     req.on("data", onData)
     req.on("end", onEnd)
+    req.on("close", onGone)
+    req.on("error", onGone)
   })
 
 export interface JsonBody {

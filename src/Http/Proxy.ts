@@ -2,7 +2,7 @@ import { Headers, HttpTraceContext } from "@effect/platform"
 import { Clock, Effect, Either, Exit, FiberId, FiberRef, LogLevel, Option, Runtime, type Tracer } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { AdmissionError, SidecarError } from "../Errors.js"
+import { type AdmissionError, ClientGone, type SidecarError } from "../Errors.js"
 import { Metrics } from "../Metrics.js"
 import { fromHeader, type Priority } from "../Priority.js"
 import { RequestQueue, type Admitted } from "../RequestQueue.js"
@@ -243,11 +243,7 @@ export const makeProxy = Effect.gen(function*() {
   return handle
 })
 
-/** The client left while its request was waiting: nobody to answer. */
-interface ClientGone {
-  readonly _tag: "ClientGone"
-}
-const clientGone: ClientGone = { _tag: "ClientGone" }
+const clientGone = new ClientGone()
 
 type Outcome = Either.Either<number, SidecarError | ClientGone>
 
