@@ -38,6 +38,8 @@ export const layer = Layer.scopedDiscard(
 
     const step = Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
+        // Hold a slot only while someone waits: an idle dispatcher must not shrink the bound.
+        yield* restore(queue.head)
         yield* restore(queue.slots.acquire)
         const release = queue.slots.releaser()
         const admitted = yield* restore(admitOne(release)).pipe(Effect.onInterrupt(() => release))

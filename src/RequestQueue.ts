@@ -157,16 +157,20 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
             }
             const offered = yield* STM.commit(offer(ticket, s))
             if (offered._tag === "Bypass") {
+              // Skips the queue, not the limits: it still needs an in-flight slot and a token,
+              // both within the queue timeout.
               yield* count("bypassed")
               yield* metrics.fallbackPassthrough
+              const tokenTimeout = new RateLimited({ reason: "token_timeout", retryAfterMs: 1000 })
+              if (!(yield* restore(slots.acquireWithin(config.queueTimeout)))) return yield* tokenTimeout
+              const release = slots.releaser()
+              const left = Duration.millis(Duration.toMillis(config.queueTimeout) - ((yield* Clock.currentTimeMillis) - enqueuedAt))
               yield* restore(bucket.take).pipe(
-                Effect.timeoutFail({
-                  duration: config.queueTimeout,
-                  onTimeout: () => new RateLimited({ reason: "token_timeout", retryAfterMs: 1000 })
-                })
+                Effect.timeoutFail({ duration: left, onTimeout: () => tokenTimeout }),
+                Effect.onError(() => release)
               )
               const waitedMs = (yield* Clock.currentTimeMillis) - enqueuedAt
-              return { waitedMs, seq: ticketSeq, bypassed: true, release: Effect.void }
+              return { waitedMs, seq: ticketSeq, bypassed: true, release }
             }
             yield* count("enqueued")
             if (offered._tag === "Evicted") {

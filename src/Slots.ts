@@ -1,10 +1,12 @@
-import { Deferred, Effect, Exit, FiberId } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, FiberId } from "effect"
 
 export interface Slots {
   /** Takes a slot if one is free now. */
   readonly tryAcquire: Effect.Effect<boolean>
-  /** Waits until a slot is free, then takes it. */
+  /** Waits until a slot is free, then takes it. Only the wait can be interrupted: an interrupted acquire holds nothing. */
   readonly acquire: Effect.Effect<void>
+  /** Like `acquire`, giving up (false) after `timeout`. */
+  readonly acquireWithin: (timeout: Duration.Duration) => Effect.Effect<boolean>
   /** A release for one acquisition: frees its slot the first time it runs, never again. */
   readonly releaser: () => Effect.Effect<void>
   readonly used: Effect.Effect<number>
@@ -20,7 +22,19 @@ export const makeSlots = (max: number): Effect.Effect<Slots> =>
     let used = 0
     let freed = Deferred.unsafeMake<void>(FiberId.none)
     const tryAcquire = Effect.sync(() => (used < max ? (used++, true) : false))
-    const acquire: Effect.Effect<void> = Effect.flatMap(tryAcquire, (ok) => (ok ? Effect.void : Effect.zipRight(Deferred.await(freed), acquire)))
+    const acquireWithin = (timeout: Duration.Duration) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(timeout)
+          while (!(yield* tryAcquire)) {
+            const left = deadline - (yield* Clock.currentTimeMillis)
+            if (left <= 0) return false
+            yield* restore(Effect.timeoutOption(Deferred.await(freed), Duration.millis(left)))
+          }
+          return true
+        })
+      )
+    const acquire = Effect.asVoid(acquireWithin(Duration.infinity))
     const release = Effect.sync(() => {
       used = Math.max(0, used - 1)
       const waiters = freed
@@ -35,5 +49,5 @@ export const makeSlots = (max: number): Effect.Effect<Slots> =>
         return release
       })
     }
-    return { tryAcquire, acquire, releaser, used: Effect.sync(() => used) }
+    return { tryAcquire, acquire, acquireWithin, releaser, used: Effect.sync(() => used) }
   })

@@ -149,6 +149,34 @@ describe("queue full policies", () => {
       queueTimeout: Duration.seconds(10)
     }))))
 
+  it.effect("passthrough: still respects the in-flight bound, and frees the slot when the wait fails", () =>
+    Effect.gen(function*() {
+      const queue = yield* RequestQueue
+      const holder = yield* queue.admit("normal") // the only slot
+      const bypass = yield* enqueue("normal")
+      yield* TestClock.setTime(5_000)
+      assert.isFalse(yield* isDone(bypass), "tokens are there, but no slot")
+      assert.strictEqual(yield* queue.slots.used, 1)
+      yield* holder.release
+      yield* settle
+      const admitted = yield* Fiber.join(bypass)
+      assert.isTrue(admitted.bypassed)
+      assert.strictEqual(yield* queue.slots.used, 1)
+
+      const starved = yield* enqueueFailing("normal")
+      yield* TestClock.setTime(15_000)
+      assert.strictEqual(asRateLimited(yield* Fiber.join(starved)).reason, "token_timeout")
+      yield* admitted.release
+      assert.strictEqual(yield* queue.slots.used, 0, "a timed-out bypass holds no slot")
+    }).pipe(Effect.provide(schedulerWith({
+      rateRpm: 60,
+      bucketCapacity: 10,
+      maxInflight: 1,
+      queueMax: 0,
+      queueFullPolicy: "passthrough",
+      queueTimeout: Duration.seconds(10)
+    }))))
+
   it.effect("drop_lowest: evicts the newest request of the lowest level for a higher newcomer", () =>
     Effect.gen(function*() {
       const queue = yield* RequestQueue

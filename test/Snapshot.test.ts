@@ -20,7 +20,7 @@ const counted = (computations: Ref.Ref<number>) =>
       Layer.succeed(RequestQueue, RequestQueue.of({
         admitNow: () => Effect.succeed(Option.none()),
         admit: () => Effect.die("unused"),
-        slots: { tryAcquire: Effect.succeed(true), acquire: Effect.void, releaser: () => Effect.void, used: Effect.succeed(2) },
+        slots: { tryAcquire: Effect.succeed(true), acquire: Effect.void, acquireWithin: () => Effect.succeed(true), releaser: () => Effect.void, used: Effect.succeed(2) },
         head: Effect.never,
         headChanged: () => Effect.never,
         next: Effect.never,
