@@ -1,4 +1,4 @@
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Order, Ref, STM, TPriorityQueue, TRef, type Tracer } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Order, Ref, STM, TPriorityQueue, TRef, Tracer } from "effect"
 import { Evicted, InvalidPatch, QueueFull, RateLimited, ShuttingDown, type AdmissionError } from "./Errors.js"
 import { Metrics } from "./Metrics.js"
 import { rank, type Priority } from "./Priority.js"
@@ -153,7 +153,7 @@ export class RequestQueue extends Context.Tag("sidecar/RequestQueue")<RequestQue
               priority,
               enqueuedAt,
               admitted: yield* Deferred.make<Admission, AdmissionError>(),
-              span: yield* Effect.option(Effect.currentSpan)
+              span: yield* Effect.serviceOption(Tracer.ParentSpan)
             }
             const offered = yield* STM.commit(offer(ticket, s))
             if (offered._tag === "Bypass") {
