@@ -56,14 +56,20 @@ export const helpText = (): string => {
   ].join("\n")
 }
 
+export interface ConfigFile {
+  readonly values: Readonly<Record<string, string>>
+  /** Unknown keys and non-scalar values, reported together with any bad value. */
+  readonly problems: ReadonlyArray<string>
+}
+
 /** Settings from a YAML mapping of scalars, keyed by env name or short form. */
-export const readConfigFile = (path: string): Effect.Effect<Record<string, string>, ConfigInvalid> =>
+export const readConfigFile = (path: string): Effect.Effect<ConfigFile, ConfigInvalid> =>
   Effect.try({
     try: () => parseYaml(readFileSync(path, "utf8")) as unknown,
     catch: (error) => new ConfigInvalid({ problems: [`--config ${path}: ${error instanceof Error ? error.message : "unreadable"}`] })
   }).pipe(
     Effect.flatMap((doc) => {
-      if (doc === null || doc === undefined) return Effect.succeed({})
+      if (doc === null || doc === undefined) return Effect.succeed({ values: {}, problems: [] })
       if (typeof doc !== "object" || Array.isArray(doc)) {
         return Effect.fail(new ConfigInvalid({ problems: [`--config ${path}: expected a mapping of settings`] }))
       }
@@ -75,13 +81,20 @@ export const readConfigFile = (path: string): Effect.Effect<Record<string, strin
         else if (typeof value === "object" && value !== null) problems.push(`${name}: expected a scalar value`)
         else if (value !== null) values[name] = String(value)
       }
-      return problems.length > 0 ? Effect.fail(new ConfigInvalid({ problems })) : Effect.succeed(values)
+      return Effect.succeed({ values, problems })
     })
   )
 
-/** The config layer for a run: YAML file (if any) under the process environment. */
+/** The config layer for a run: YAML file (if any) under the process environment; one error lists every problem. */
 export const configLayer = (configFile: string | undefined, env: Readonly<Record<string, string | undefined>>) =>
   Layer.effect(
     SidecarConfig,
-    Effect.flatMap(configFile === undefined ? Effect.succeed({}) : readConfigFile(configFile), (file) => SidecarConfig.load(env, file))
+    Effect.gen(function*() {
+      const file = configFile === undefined ? { values: {}, problems: [] } : yield* readConfigFile(configFile)
+      const config = yield* SidecarConfig.load(env, file.values).pipe(
+        Effect.mapError((e) => new ConfigInvalid({ problems: [...file.problems, ...e.problems] }))
+      )
+      if (file.problems.length > 0) return yield* new ConfigInvalid({ problems: file.problems })
+      return config
+    })
   )

@@ -101,11 +101,15 @@ describe("CLI", () => {
     const dir = mkdtempSync(join(tmpdir(), "sidecar-config-"))
     const good = join(dir, "good.yaml")
     writeFileSync(good, "rate_rpm: 120\nSIDECAR_QUEUE_MAX: 9\nqueue_full_policy: reject\n")
-    expect(await Effect.runPromise(readConfigFile(good))).toEqual({ SIDECAR_RATE_RPM: "120", SIDECAR_QUEUE_MAX: "9", SIDECAR_QUEUE_FULL_POLICY: "reject" })
+    expect(await Effect.runPromise(readConfigFile(good))).toEqual({
+      values: { SIDECAR_RATE_RPM: "120", SIDECAR_QUEUE_MAX: "9", SIDECAR_QUEUE_FULL_POLICY: "reject" },
+      problems: []
+    })
     const bad = join(dir, "bad.yaml")
-    writeFileSync(bad, "rate_rpm: 1\nratelimit: 5\n")
-    const error = await Effect.runPromise(Effect.flip(readConfigFile(bad)))
+    writeFileSync(bad, "rate_rpm: fast\nratelimit: 5\n")
+    const error = await Effect.runPromise(Effect.flip(Effect.provide(SidecarConfig, configLayer(bad, {}))))
     expect(error.message).toContain("unknown setting \"ratelimit\"")
+    expect(error.message).toContain("SIDECAR_RATE_RPM")
     const missing = await Effect.runPromise(Effect.flip(readConfigFile(join(dir, "absent.yaml"))))
     expect(missing.message).toContain("absent.yaml")
   })
