@@ -7,7 +7,7 @@ import { SidecarConfig } from "./SidecarConfig.js"
  * that costs a fraction of `annotateLogs`, which matters once per request.
  * Secrets stay `Redacted` and never reach it.
  */
-export const jsonLines = Logger.make<unknown, void>(({ annotations, cause, date, logLevel, message }) => {
+const jsonLines = Logger.make<unknown, void>(({ annotations, cause, date, logLevel, message }) => {
   const line: Record<string, unknown> = { time: date.toISOString(), level: logLevel.label }
   for (const [key, value] of HashMap.toEntries(annotations)) line[key] = value
   for (const part of Array.isArray(message) ? message : [message]) {

@@ -5,7 +5,7 @@ import type { Readable } from "node:stream"
 import { Agent, type Dispatcher } from "undici"
 import { UpstreamFailed, UpstreamTimeout } from "./Errors.js"
 import type { HeaderRecord } from "./Http/Headers.js"
-import { joinUpstream } from "./Routing.js"
+import { joinTo, upstreamBase } from "./Routing.js"
 import { SidecarConfig } from "./SidecarConfig.js"
 
 export interface UpstreamRequest {
@@ -50,8 +50,8 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
         (agent) => Effect.promise(() => agent.destroy())
       )
       const bases = {
-        primary: config.upstream,
-        passthrough: Option.getOrElse(config.passthroughUpstream, () => config.upstream)
+        primary: upstreamBase(config.upstream),
+        passthrough: upstreamBase(Option.getOrElse(config.passthroughUpstream, () => config.upstream))
       }
       const auth = Option.map(config.apiKey, (key) => `Bearer ${Redacted.value(key)}`)
       if (Option.isNone(auth)) {
@@ -59,7 +59,7 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
       }
 
       const send = (request: UpstreamRequest, signal: AbortSignal) => {
-        const target = joinUpstream(bases[request.upstream], request.pathAndQuery)
+        const target = joinTo(bases[request.upstream], request.pathAndQuery)
         const headers = request.upstream === "primary" && Option.isSome(auth)
           ? { ...request.headers, authorization: auth.value }
           : request.headers
@@ -77,7 +77,7 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
       }
 
       const client = NodeHttpClient.makeUndici(agent).pipe(HttpClient.withTracerPropagation(false))
-      const models = joinUpstream(config.upstream, "/v1/models")
+      const models = joinTo(bases.primary, "/v1/models")
       const probe = client.execute(
         HttpClientRequest.get(models.origin + models.path).pipe(
           Option.isSome(auth) ? HttpClientRequest.setHeader("authorization", auth.value) : (r) => r
@@ -96,7 +96,7 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
 }
 
 /** Maps undici's failures onto our vocabulary; the cause text never holds request headers. */
-export const toUpstreamError = (cause: unknown): UpstreamFailed | UpstreamTimeout => {
+const toUpstreamError = (cause: unknown): UpstreamFailed | UpstreamTimeout => {
   const code = errorCode(cause)
   switch (code) {
     case "UND_ERR_CONNECT_TIMEOUT": return new UpstreamTimeout({ phase: "connect" })
