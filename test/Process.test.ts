@@ -1,3 +1,4 @@
+import { connect } from "node:net"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
@@ -54,6 +55,30 @@ describe("graceful shutdown", () => {
     expect(exit.code).toBe(0)
     expect(exit.at - signalled).toBeLessThan(10_000)
     expect(upstream.received).toHaveLength(1)
+    upstream.received.length = 0
+  })
+
+  it("answers 503 to a late request on a kept-alive connection while draining", async () => {
+    upstream.handler = (req, res) => void setTimeout(() => json(res, 200, { ok: true }), req.json?.model === "nvidia/slow" ? 1500 : 300)
+    const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_DRAIN_TIMEOUT: "10" })
+    const slow = request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/slow" }) }).then((r) => r.statusCode)
+    const socket = connect(sidecar.port, "127.0.0.1")
+    let received = ""
+    socket.on("data", (d: Buffer) => (received += d.toString()))
+    const body = JSON.stringify({ model: "nvidia/fast" })
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+    await until(() => upstream.received.length === 2)
+    sidecar.child.kill("SIGTERM")
+    await until(() => received.includes("{\"ok\":true}"))
+    expect(received).toMatch(/^HTTP\/1.1 200/)
+    received = ""
+    socket.write("GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    await until(() => received.includes("shutting_down"))
+    expect(received).toMatch(/^HTTP\/1.1 503/)
+    expect(received.toLowerCase()).toContain("connection: close")
+    expect(await slow).toBe(200)
+    expect((await sidecar.exited).code).toBe(0)
+    socket.destroy()
     upstream.received.length = 0
   })
 
