@@ -1,4 +1,4 @@
-import { connect } from "node:net"
+import { connect, createServer, type AddressInfo } from "node:net"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
@@ -31,6 +31,17 @@ describe("the CLI", () => {
     expect(run.stderr).toContain("SIDECAR_RATE_RPM")
     expect(run.stderr + run.stdout).not.toContain("nvapi-never-print-me")
     expect(run.stderr).not.toMatch(/at .*\.mjs:\d+/)
+  })
+
+  it("says plainly when its port is taken", async () => {
+    const blocker = createServer()
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve))
+    const port = (blocker.address() as AddressInfo).port
+    const run = await runCli([], { SIDECAR_PORT: String(port), SIDECAR_METRICS_PORT: "0" })
+    blocker.close()
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain(`Cannot listen on 127.0.0.1:${port} (proxy server)`)
+    expect(run.stderr).toContain("EADDRINUSE")
   })
 })
 

@@ -6,7 +6,11 @@ export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFail
   name: Schema.String,
   address: Schema.String,
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `Cannot listen on ${this.address} (${this.name} server): ${this.reason}`
+  }
+}
 
 export interface ServeOptions {
   readonly name: string
