@@ -3,6 +3,7 @@ import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { isLoopback } from "../src/Http/Admin.js"
 import { MockUpstream } from "./support/MockUpstream.js"
+import { until, untilQueued } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
 
 let upstream: MockUpstream
@@ -96,7 +97,7 @@ describe("admin API", () => {
     await first.body.text()
     const started = performance.now()
     const queued = request(`${secured.url}/v1/chat/completions`, { method: "POST", body: "{\"model\":\"nvidia/x\"}" })
-    await new Promise((r) => setTimeout(r, 100))
+    await untilQueued(secured.metricsUrl, "normal", 1)
     // Shrinking below the current depth is refused.
     const shrink = await post(secured.url, { queue_max_size: 0 }, auth)
     expect(shrink.status).toBe(400)
@@ -106,12 +107,8 @@ describe("admin API", () => {
     await res.body.text()
     expect(res.statusCode).toBe(200)
     expect(performance.now() - started).toBeLessThan(3000)
-    let status: { retreat: { base_rpm: number } } | undefined
-    for (let i = 0; i < 30 && status?.retreat.base_rpm !== 6000; i++) {
-      status = (await get(secured.url, "/status")).body as unknown as { retreat: { base_rpm: number } }
-      if (status.retreat.base_rpm !== 6000) await new Promise((r) => setTimeout(r, 100))
-    }
-    expect(status?.retreat.base_rpm).toBe(6000)
+    // /status is the 1 s cached snapshot: the new base rate shows within a second.
+    await until(async () => ((await get(secured.url, "/status")).body as unknown as { retreat: { base_rpm: number } }).retreat.base_rpm === 6000, 3000)
   })
 })
 

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
+import { metricValue as value, until } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
 
 let upstream: MockUpstream
@@ -22,10 +23,6 @@ const scrape = async () => {
   const res = await request(sidecar.metricsUrl)
   expect(res.headers["content-type"]).toContain("text/plain")
   return res.body.text()
-}
-const value = (text: string, series: string) => {
-  const line = text.split("\n").find((l) => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
 }
 const chat = (model: string, priority: string) =>
   request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "x-priority": priority }, body: JSON.stringify({ model }) }).then((r) => r.body.text())
@@ -60,8 +57,11 @@ describe("Prometheus metrics", () => {
 
   it("shows the backlog per priority while it exists, and 429s in the error counters and the 429 rate", async () => {
     const backlog = [chat("nvidia/x", "low"), chat("nvidia/x", "low"), chat("nvidia/x", "high"), chat("nvidia/x", "low")]
-    await new Promise((r) => setTimeout(r, 150))
-    const during = await scrape()
+    let during = ""
+    await until(async () => {
+      during = await scrape()
+      return (value(during, "sidecar_queue_depth{priority=\"low\"}") ?? 0) + (value(during, "sidecar_queue_depth{priority=\"high\"}") ?? 0) >= 2
+    })
     expect(value(during, "sidecar_queue_depth{priority=\"low\"}")).toBeGreaterThanOrEqual(1)
     expect((value(during, "sidecar_queue_depth{priority=\"low\"}") ?? 0) + (value(during, "sidecar_queue_depth{priority=\"high\"}") ?? 0)).toBeGreaterThanOrEqual(2)
     expect(value(during, "sidecar_tokens_available")).toBeLessThan(1)

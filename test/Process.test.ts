@@ -2,6 +2,7 @@ import { connect, createServer, type AddressInfo } from "node:net"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
+import { until } from "./support/Observe.js"
 import { runCli, spawnSidecar } from "./support/Process.js"
 
 let upstream: MockUpstream
@@ -143,11 +144,3 @@ describe("secrets", () => {
     expect(lines.some((l) => l.includes("admin_config_changed"))).toBe(true)
   })
 })
-
-const until = async (condition: () => boolean | Promise<boolean>, ms = 5000) => {
-  const end = performance.now() + ms
-  while (!(await condition())) {
-    if (performance.now() > end) throw new Error("condition not met in time")
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}

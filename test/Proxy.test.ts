@@ -4,6 +4,7 @@ import { Readable } from "node:stream"
 import { request as undiciRequest } from "undici"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream, sse } from "./support/MockUpstream.js"
+import { metricValue, scrape, settlesWithin, until } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
 
 let upstream: MockUpstream
@@ -136,7 +137,7 @@ describe("streaming", () => {
     await reader.next()
     const abortedAt = performance.now()
     controller.abort()
-    await expect(withTimeout(upstream.received[0]!.aborted, 1000)).resolves.toBe("done")
+    await expect(settlesWithin(upstream.received[0]!.aborted, 1000)).resolves.toBe("done")
     expect(upstream.received[0]!.abortedAt! - abortedAt).toBeLessThan(1000)
   })
 
@@ -148,10 +149,10 @@ describe("streaming", () => {
       body: JSON.stringify({ model: "nvidia/x" }),
       signal: controller.signal
     }).catch(() => "aborted")
-    await waitFor(() => upstream.received.length === 1)
+    await until(() => upstream.received.length === 1)
     controller.abort()
     expect(await sent).toBe("aborted")
-    await expect(withTimeout(upstream.received[0]!.aborted, 1000)).resolves.toBe("done")
+    await expect(settlesWithin(upstream.received[0]!.aborted, 1000)).resolves.toBe("done")
   })
 
   it("ends the client stream with an SSE error event and no [DONE] when upstream resets mid-stream", async () => {
@@ -192,15 +193,16 @@ describe("errors", () => {
     const own = await startSidecar({ upstream: upstream.url })
     const socket = connect(Number(new URL(own.url).port), "127.0.0.1")
     await new Promise<void>((resolve) => socket.on("connect", resolve))
-    socket.write("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"model\":")
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    socket.destroy()
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    // Half the promised body, then the client hangs up.
+    socket.end("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"model\":")
+    // The abandoned request is counted as 499 once the sidecar has let it go.
+    await until(async () => metricValue(await scrape(own.metricsUrl), "sidecar_requests_total{priority=\"normal\",status=\"499\"}") === 1)
     const closing = performance.now()
     await own.close()
     // The drain timeout is 1 s: a request still counted in flight would hold the close that long.
     expect(performance.now() - closing).toBeLessThan(500)
-    expect(upstream.received).toHaveLength(0)
+    // (the scrape's readiness probe may GET /v1/models; nothing of the upload was forwarded)
+    expect(upstream.received.filter((r) => r.method === "POST")).toHaveLength(0)
   })
 
   it("answers 400 with an OpenAI error body for invalid JSON", async () => {
@@ -278,14 +280,3 @@ describe("upstream failures", () => {
     }
   })
 })
-
-const waitFor = async (condition: () => boolean, ms = 2000) => {
-  const until = performance.now() + ms
-  while (!condition()) {
-    if (performance.now() > until) throw new Error("condition not met in time")
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
-const withTimeout = <A>(promise: Promise<A>, ms: number) =>
-  Promise.race([promise.then(() => "done"), new Promise((resolve) => setTimeout(() => resolve("timeout"), ms))])

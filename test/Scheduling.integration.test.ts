@@ -3,6 +3,7 @@ import OpenAI from "openai"
 import { request } from "undici"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
+import { untilQueued } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
 
 let upstream: MockUpstream
@@ -92,7 +93,7 @@ describe("the limited path against a real upstream", () => {
     sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 1, bucketCapacity: 1, queueMax: 1, queueFullPolicy: "drop_lowest" })
     await (await chat(sidecar.url, { model: "nvidia/x" })).body.text()
     const low = chat(sidecar.url, { model: "nvidia/x" }, { "x-priority": "low" })
-    await new Promise((r) => setTimeout(r, 100))
+    await untilQueued(sidecar.metricsUrl, "low", 1)
     void chat(sidecar.url, { model: "nvidia/x" }, { "x-priority": "urgent" }).catch(() => undefined)
     const evicted = await low
     expect(evicted.statusCode).toBe(503)

@@ -5,6 +5,7 @@ import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Tracing from "../src/Tracing.js"
 import { MockUpstream } from "./support/MockUpstream.js"
+import { until } from "./support/Observe.js"
 import { spawnSidecar } from "./support/Process.js"
 import { startSidecar } from "./support/Sidecar.js"
 
@@ -106,11 +107,3 @@ describe("tracing", () => {
 
 const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId
 const durationMs = (span: ReadableSpan) => span.duration[0] * 1000 + span.duration[1] / 1e6
-
-const until = async (condition: () => boolean, ms = 3000) => {
-  const end = performance.now() + ms
-  while (!condition()) {
-    if (performance.now() > end) throw new Error("condition not met in time")
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
