@@ -50,5 +50,3 @@ export const joinTo = (base: UpstreamBase, pathAndQuery: string): UpstreamTarget
   const rest = base.basePath.endsWith("/v1") && /^\/v1(\/|\?|$)/.test(pathAndQuery) ? pathAndQuery.slice(3) : pathAndQuery
   return { origin: base.origin, path: `${base.basePath}${rest.startsWith("/") || rest.startsWith("?") || rest === "" ? rest : `/${rest}`}` }
 }
-
-export const joinUpstream = (base: string, pathAndQuery: string): UpstreamTarget => joinTo(upstreamBase(base), pathAndQuery)

@@ -4,7 +4,7 @@ import { toErrorResponse } from "../src/Http/ErrorResponse.js"
 import { requestHeaders, responseHeaders } from "../src/Http/Headers.js"
 import { normalizePath } from "../src/Http/RequestPath.js"
 import * as Errors from "../src/Errors.js"
-import { classify, joinUpstream } from "../src/Routing.js"
+import { classify, joinTo, upstreamBase } from "../src/Routing.js"
 
 const aliases = ["nvidia", "nvidia-gateway", "nvidiavx", "nvidiavx18088980513"]
 
@@ -30,6 +30,8 @@ describe("classify", () => {
     expect(classify(undefined, { gatewayAliases: aliases, hasPassthrough: false }).limited).toBe(false)
   })
 })
+
+const joinUpstream = (base: string, path: string) => joinTo(upstreamBase(base), path)
 
 describe("joinUpstream", () => {
   it("never doubles /v1 when the base ends with /v1", () => {

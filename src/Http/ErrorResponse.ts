@@ -51,9 +51,12 @@ const rateLimitedMessage = {
   token_timeout: "No rate-limit token became available in time"
 } as const
 
+/** `Retry-After` in whole seconds, at least 1. */
+export const retryAfterSeconds = (millis: number): string => String(Math.max(1, Math.ceil(millis / 1000)))
+
 /** Our own 429/503 tell clients when to come back, in both header spellings. */
 const retryAfter = (millis: number): Record<string, string> => ({
-  "retry-after": String(Math.max(1, Math.ceil(millis / 1000))),
+  "retry-after": retryAfterSeconds(millis),
   "retry-after-ms": String(Math.max(0, Math.round(millis)))
 })
 

@@ -1,15 +1,12 @@
 import type { IncomingHttpHeaders } from "node:http"
 
-// Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones the client recomputes or that undici
-// refuses (`expect`), and our own control header.
-const requestDrop = new Set([
-  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
-  "transfer-encoding", "upgrade", "host", "content-length", "expect", "x-priority"
-])
+// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
 const responseDrop = new Set([
   "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
   "transfer-encoding", "upgrade"
 ])
+// Upstream also needs none of: what undici recomputes or refuses (`expect`), and our own control header.
+const requestDrop = new Set([...responseDrop, "host", "content-length", "expect", "x-priority"])
 
 export type HeaderRecord = Record<string, string | Array<string>>
 

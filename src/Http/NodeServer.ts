@@ -1,5 +1,8 @@
 import { Duration, Effect, Schema, type Scope } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import { ShuttingDown } from "../Errors.js"
+import { toErrorResponse } from "./ErrorResponse.js"
+import { writeError } from "./Reply.js"
 import type { AddressInfo } from "node:net"
 
 export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFailed", {
@@ -36,11 +39,7 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
     let draining = false
 
     const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-      if (draining) {
-        res.writeHead(503, { connection: "close", "retry-after": "1", "content-type": "application/json" })
-        res.end(JSON.stringify({ error: { message: "Sidecar is shutting down", type: "server_error", code: "shutting_down" } }))
-        return
-      }
+      if (draining) return writeError(res, toErrorResponse(new ShuttingDown()))
       const controller = new AbortController()
       res.on("close", () => {
         if (!res.writableFinished) controller.abort()

@@ -11,7 +11,7 @@ import { SidecarConfig } from "../SidecarConfig.js"
 import { TokenBucket, type TokenBucketSnapshot } from "../TokenBucket.js"
 import { Upstream, type UpstreamRequest } from "../Upstream.js"
 import { parseJsonBody, readBody } from "./Body.js"
-import { toErrorResponse } from "./ErrorResponse.js"
+import { retryAfterSeconds, toErrorResponse } from "./ErrorResponse.js"
 import { requestHeaders } from "./Headers.js"
 import { pipeUpstream, writeError } from "./Reply.js"
 
@@ -270,15 +270,18 @@ interface UpstreamAnswer {
 
 type Admission = readonly [Admitted, TokenBucketSnapshot]
 
-const limitHeaders = (b: TokenBucketSnapshot, trail: Trail, addRetryAfter: boolean): Record<string, string> => ({
-  "x-ratelimit-limit-requests": String(Math.round(b.effectiveRpm)),
-  "x-ratelimit-remaining-requests": String(Math.floor(b.tokens)),
-  "x-ratelimit-reset-requests": `${((b.nextTokenInMs + b.pausedForMs) / 1000).toFixed(3)}s`,
-  "x-sidecar-queue-wait-ms": String(Math.round(trail.queueMs)),
-  "x-sidecar-priority": trail.priority,
-  "x-sidecar-upstream-retries": String(trail.retries),
-  ...(addRetryAfter ? { "retry-after": String(Math.max(1, Math.ceil((b.nextTokenInMs + b.pausedForMs) / 1000))) } : {})
-})
+const limitHeaders = (b: TokenBucketSnapshot, trail: Trail, addRetryAfter: boolean): Record<string, string> => {
+  const resetMs = b.nextTokenInMs + b.pausedForMs
+  return {
+    "x-ratelimit-limit-requests": String(Math.round(b.effectiveRpm)),
+    "x-ratelimit-remaining-requests": String(Math.floor(b.tokens)),
+    "x-ratelimit-reset-requests": `${(resetMs / 1000).toFixed(3)}s`,
+    "x-sidecar-queue-wait-ms": String(Math.round(trail.queueMs)),
+    "x-sidecar-priority": trail.priority,
+    "x-sidecar-upstream-retries": String(trail.retries),
+    ...(addRetryAfter ? { "retry-after": retryAfterSeconds(resetMs) } : {})
+  }
+}
 
 /** Continues the client's W3C trace when it sent one. */
 const incomingParent = (req: IncomingMessage): Tracer.ExternalSpan | undefined =>

@@ -6,7 +6,9 @@ import { SidecarConfig } from "../SidecarConfig.js"
 import { Snapshot } from "../Snapshot.js"
 import { Upstream } from "../Upstream.js"
 import { serve } from "./NodeServer.js"
-import { writeJson } from "./Reply.js"
+import { RouteNotFound } from "../Errors.js"
+import { toErrorResponse } from "./ErrorResponse.js"
+import { writeError } from "./Reply.js"
 import { makeRoutes } from "./Routes.js"
 
 /** The proxy listener (API, health, dashboard, admin); its port is the bound one. */
@@ -59,9 +61,8 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
           res.end(body)
         })
       const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout }, (req, res, signal) => {
-        if ((req.url ?? "").split("?", 1)[0] !== "/metrics") {
-          return Promise.resolve(writeJson(res, 404, { error: { message: "Only /metrics is served here", type: "invalid_request_error", code: "not_found" } }))
-        }
+        const path = (req.url ?? "").split("?", 1)[0] ?? ""
+        if (path !== "/metrics") return Promise.resolve(writeError(res, toErrorResponse(new RouteNotFound({ method: req.method ?? "GET", path }))))
         return runPromise(scrape(res), { signal })
       })
       yield* Effect.logInfo({ msg: "listening", server: "metrics", address: `http://${config.host}:${bound.port}/metrics` })
