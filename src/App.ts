@@ -1,16 +1,27 @@
 import { Layer } from "effect"
-import * as Dispatcher from "./Dispatcher.js"
-import { MetricsServer, ProxyServer } from "./Http/Servers.js"
-import { Metrics } from "./Metrics.js"
-import { RequestQueue } from "./RequestQueue.js"
-import { Snapshot } from "./Snapshot.js"
-import { TokenBucket } from "./TokenBucket.js"
-import { Upstream } from "./Upstream.js"
+import { Admission } from "./Admission/Admission.js"
+import * as Dispatcher from "./Admission/Dispatcher.js"
+import { Inflight } from "./Admission/Inflight.js"
+import { PriorityQueue } from "./Admission/PriorityQueue.js"
+import { RateLimiter } from "./Admission/RateLimiter.js"
+import { Readiness } from "./Control/Readiness.js"
+import { Snapshot } from "./Control/Snapshot.js"
+import { Upstream } from "./DataPath/Upstream.js"
+import { Metrics } from "./Observability/Metrics.js"
+import { MetricsServer, ProxyServer } from "./Server/Servers.js"
+
+/** Admission: the queue, the limiter, the in-flight bound, the dispatcher fiber and the service in front. Needs `SidecarConfig`, `Metrics`. */
+export const admission = Layer.merge(Admission.layer, Dispatcher.layer).pipe(
+  Layer.provideMerge(Layer.mergeAll(PriorityQueue.layer, RateLimiter.layer, Inflight.layer))
+)
+
+/** The upstream pool, shared by the data path and the side calls' HttpClient. Needs `SidecarConfig`. */
+export const upstream = Layer.merge(Upstream.layer, Upstream.httpClientLayer).pipe(Layer.provideMerge(Upstream.poolLayer))
 
 /** Every service, from the leaves up; each is built once and shared. Needs `SidecarConfig`. */
-export const services = Layer.merge(Snapshot.layer, Dispatcher.layer).pipe(
-  Layer.provideMerge(RequestQueue.layer),
-  Layer.provideMerge(Layer.mergeAll(TokenBucket.layer, Metrics.layer, Upstream.layer))
+export const services = Layer.merge(Snapshot.layer, Readiness.layer).pipe(
+  Layer.provideMerge(admission),
+  Layer.provideMerge(Layer.merge(upstream, Metrics.layer))
 )
 
 /** The two listeners on top of the services. Closing it drains the proxy first. */

@@ -2,8 +2,8 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
 import * as App from "./App.js"
 import * as Cli from "./Cli.js"
-import * as Logging from "./Logging.js"
-import * as Tracing from "./Tracing.js"
+import * as Logging from "./Observability/Logging.js"
+import * as Tracing from "./Observability/Tracing.js"
 import { version } from "./Version.js"
 
 const command = Cli.parseCommand(process.argv.slice(2))

@@ -1,7 +1,7 @@
 import { Option, Redacted } from "effect"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { isLoopback } from "../src/Http/Admin.js"
+import { isLoopback } from "../src/Control/Admin.js"
 import { MockUpstream } from "./support/MockUpstream.js"
 import { until, untilQueued } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"

@@ -1,9 +1,9 @@
-// Retreat (ADR-009): the pure state machine, then the same rules through TokenBucket.record and
+// Retreat (ADR-009): the pure state machine, then the same rules through RateLimiter.record and
 // the bucket's evaluation fiber, which runs at t = 0, 5 s, 10 s, ... under the TestClock.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import * as Retreat from "../src/Retreat.js"
-import { TokenBucket } from "../src/TokenBucket.js"
+import * as Retreat from "../src/Admission/Retreat.js"
+import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { bucketWith } from "./support/schedulerLayer.js"
 
 // 40 rpm base: one retreat step is 40 -> 30 -> 22.5 -> ...
@@ -15,12 +15,12 @@ const ratios = (recent: number, long = recent): Retreat.Ratios => ({ recent, lon
 /** `ok` and `throttled` outcomes, recorded at the current TestClock time. */
 const recordMany = (ok: number, throttled: number) =>
   Effect.gen(function*() {
-    const bucket = yield* TokenBucket
+    const bucket = yield* RateLimiter
     for (let i = 0; i < ok; i++) yield* bucket.record("ok")
     for (let i = 0; i < throttled; i++) yield* bucket.record("throttled")
   })
 
-const state = Effect.map(TokenBucket, (b) => b.snapshot).pipe(
+const state = Effect.map(RateLimiter, (b) => b.snapshot).pipe(
   Effect.flatten,
   Effect.map((s) => ({ mode: s.mode, rpm: s.effectiveRpm }))
 )
@@ -97,7 +97,7 @@ describe("Retreat.evaluate", () => {
   })
 })
 
-describe("Retreat through TokenBucket", () => {
+describe("Retreat through RateLimiter", () => {
   it.effect("enters retreat at the next evaluation step after 5 % 429s", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(1_000)
@@ -218,7 +218,7 @@ describe("Retreat through TokenBucket", () => {
   // The seed's regression (a lock held across record/take/snapshot) rewritten for fibers.
   it.effect("loses no update when 50 fibers record, take and read snapshots at once", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       const fibers = 50
       const rounds = 10
       const lowest = yield* Effect.forEach(

@@ -1,10 +1,11 @@
 import { Either, Option } from "effect"
 import { describe, expect, it } from "vitest"
-import { toErrorResponse } from "../src/Http/ErrorResponse.js"
-import { requestHeaders, responseHeaders } from "../src/Http/Headers.js"
-import { normalizePath } from "../src/Http/RequestPath.js"
-import * as Errors from "../src/Errors.js"
-import { classify, joinTo, upstreamBase } from "../src/Routing.js"
+import { toErrorResponse } from "../src/Common/ErrorResponse.js"
+import { requestHeaders, responseHeaders } from "../src/DataPath/Headers.js"
+import { normalizePath } from "../src/DataPath/RequestPath.js"
+import * as Errors from "../src/Common/Errors.js"
+import { classify } from "../src/DataPath/Routing.js"
+import { joinTo, upstreamBase } from "../src/DataPath/UpstreamUrl.js"
 
 const aliases = ["nvidia", "nvidia-gateway", "nvidiavx", "nvidiavx18088980513"]
 

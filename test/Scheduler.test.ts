@@ -1,12 +1,11 @@
-// RequestQueue + Dispatcher with the real TokenBucket, on the TestClock (starts at 0).
+// Admission + Dispatcher with the real RateLimiter, on the TestClock (starts at 0).
 // Each test empties the bucket first, so admissions happen exactly when a token is due.
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
-import type { AdmissionError, RateLimited } from "../src/Errors.js"
-import type { Priority } from "../src/Priority.js"
-import { RequestQueue } from "../src/RequestQueue.js"
-import { TokenBucket } from "../src/TokenBucket.js"
-import { schedulerWith } from "./support/schedulerLayer.js"
+import type { AdmissionError, RateLimited } from "../src/Common/Errors.js"
+import type { Priority } from "../src/Common/Priority.js"
+import { RateLimiter } from "../src/Admission/RateLimiter.js"
+import { Scheduler, schedulerWith } from "./support/schedulerLayer.js"
 
 // 3 rpm, capacity 1: one token every 20 s (the 5 s refill slices are exact quarters).
 const slow = { rateRpm: 3, bucketCapacity: 1, lowTimeout: Duration.minutes(10) } as const
@@ -14,12 +13,12 @@ const slow = { rateRpm: 3, bucketCapacity: 1, lowTimeout: Duration.minutes(10) }
 const settle = TestClock.adjust("0 millis")
 const isDone = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isSome)
 
-const emptyBucket = Effect.flatMap(TokenBucket, (b) => b.take)
+const emptyBucket = Effect.flatMap(RateLimiter, (b) => b.take)
 
 /** Forks `admit` and lets it reach the queue, so forks enqueue in program order. */
 const enqueue = (priority: Priority, seq?: number) =>
   Effect.gen(function*() {
-    const queue = yield* RequestQueue
+    const queue = yield* Scheduler
     const fiber = yield* Effect.fork(queue.admit(priority, seq))
     yield* settle
     return fiber
@@ -28,7 +27,7 @@ const enqueue = (priority: Priority, seq?: number) =>
 /** Forks an `admit` that is expected to fail; joining it yields the error. */
 const enqueueFailing = (priority: Priority) =>
   Effect.gen(function*() {
-    const queue = yield* RequestQueue
+    const queue = yield* Scheduler
     const fiber = yield* Effect.fork(Effect.flip(queue.admit(priority)))
     yield* settle
     return fiber
@@ -42,7 +41,7 @@ const asRateLimited = (error: AdmissionError): RateLimited => {
 describe("admission order", () => {
   it.effect("admits urgent > high > normal > low, FIFO within a level, one per token", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const order = yield* Ref.make<ReadonlyArray<string>>([])
       const arrivals: ReadonlyArray<readonly [Priority, string]> = [
@@ -53,7 +52,7 @@ describe("admission order", () => {
         yield* Effect.fork(queue.admit(priority).pipe(Effect.zipRight(Ref.update(order, (o) => [...o, label]))))
         yield* settle
       }
-      assert.strictEqual((yield* queue.snapshot).size, 8)
+      assert.strictEqual((yield* queue.queue.snapshot).size, 8)
 
       // 60 rpm: the k-th token arrives at k seconds.
       for (let k = 1; k <= 8; k++) {
@@ -88,7 +87,7 @@ describe("admission order", () => {
 
   it.effect("puts a retry with its original seq ahead of newer requests of its level", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       const first = yield* queue.admit("normal") // spends the bucket's one token
       const newer = yield* enqueue("normal")
       const retry = yield* enqueue("normal", first.seq)
@@ -102,10 +101,10 @@ describe("admission order", () => {
 describe("queue full policies", () => {
   it.effect("reject: answers QueueFull at once when the queue is at its bound", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const waiting = yield* enqueue("low")
-      assert.strictEqual((yield* queue.snapshot).size, 1)
+      assert.strictEqual((yield* queue.queue.snapshot).size, 1)
 
       const error = yield* Effect.flip(queue.admit("urgent"))
       assert.strictEqual(error._tag, "QueueFull")
@@ -115,7 +114,7 @@ describe("queue full policies", () => {
 
   it.effect("passthrough: skips the full queue but still waits for a token", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       // The one token in the bucket and an idle queue: admitted at once, no queueing involved.
       const first = yield* queue.admit("normal")
       assert.isFalse(first.bypassed)
@@ -129,7 +128,7 @@ describe("queue full policies", () => {
       assert.isTrue(admitted.bypassed)
       assert.strictEqual(admitted.waitedMs, 20_000)
 
-      const snapshot = yield* queue.snapshot
+      const snapshot = yield* queue.queue.snapshot
       assert.strictEqual(snapshot.bypassed, 1)
       assert.strictEqual(snapshot.size, 0)
     }).pipe(Effect.provide(schedulerWith({ ...slow, queueMax: 0, queueFullPolicy: "passthrough" }))))
@@ -151,23 +150,23 @@ describe("queue full policies", () => {
 
   it.effect("passthrough: still respects the in-flight bound, and frees the slot when the wait fails", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       const holder = yield* queue.admit("normal") // the only slot
       const bypass = yield* enqueue("normal")
       yield* TestClock.setTime(5_000)
       assert.isFalse(yield* isDone(bypass), "tokens are there, but no slot")
-      assert.strictEqual(yield* queue.slots.used, 1)
+      assert.strictEqual(yield* queue.used, 1)
       yield* holder.release
       yield* settle
       const admitted = yield* Fiber.join(bypass)
       assert.isTrue(admitted.bypassed)
-      assert.strictEqual(yield* queue.slots.used, 1)
+      assert.strictEqual(yield* queue.used, 1)
 
       const starved = yield* enqueueFailing("normal")
       yield* TestClock.setTime(15_000)
       assert.strictEqual(asRateLimited(yield* Fiber.join(starved)).reason, "token_timeout")
       yield* admitted.release
-      assert.strictEqual(yield* queue.slots.used, 0, "a timed-out bypass holds no slot")
+      assert.strictEqual(yield* queue.used, 0, "a timed-out bypass holds no slot")
     }).pipe(Effect.provide(schedulerWith({
       rateRpm: 60,
       bucketCapacity: 10,
@@ -179,7 +178,7 @@ describe("queue full policies", () => {
 
   it.effect("drop_lowest: evicts the newest request of the lowest level for a higher newcomer", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const low1 = yield* enqueue("low")
       const low2 = yield* enqueueFailing("low")
@@ -191,7 +190,7 @@ describe("queue full policies", () => {
       assert.isFalse(yield* isDone(low1))
       assert.isFalse(yield* isDone(normal))
 
-      const snapshot = yield* queue.snapshot
+      const snapshot = yield* queue.queue.snapshot
       assert.deepStrictEqual(snapshot.byPriority, { urgent: 1, high: 0, normal: 1, low: 1 })
       assert.strictEqual(snapshot.dropped, 1)
 
@@ -201,7 +200,7 @@ describe("queue full policies", () => {
 
   it.effect("drop_lowest: rejects a newcomer that is not strictly higher than the lowest waiting", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const normal1 = yield* enqueue("normal")
       const normal2 = yield* enqueue("normal")
@@ -213,7 +212,7 @@ describe("queue full policies", () => {
       }
       assert.isFalse(yield* isDone(normal1))
       assert.isFalse(yield* isDone(normal2))
-      const snapshot = yield* queue.snapshot
+      const snapshot = yield* queue.queue.snapshot
       assert.strictEqual(snapshot.size, 2)
       assert.strictEqual(snapshot.dropped, 0)
     }).pipe(Effect.provide(schedulerWith({ ...slow, queueMax: 2, queueFullPolicy: "drop_lowest" }))))
@@ -222,12 +221,12 @@ describe("queue full policies", () => {
 describe("leaving the queue", () => {
   it.effect("removes an interrupted caller and gives its token to the next one", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const gaveUp = yield* enqueue("normal")
       yield* TestClock.setTime(5_000)
       yield* Fiber.interrupt(gaveUp)
-      assert.strictEqual((yield* queue.snapshot).size, 0)
+      assert.strictEqual((yield* queue.queue.snapshot).size, 0)
 
       yield* TestClock.setTime(10_000)
       const next = yield* enqueue("normal")
@@ -253,7 +252,7 @@ describe("leaving the queue", () => {
 
   it.effect("answers a low request next in line low_priority_timeout after lowTimeout", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const low = yield* enqueueFailing("low")
       yield* TestClock.setTime(1_999)
@@ -263,7 +262,7 @@ describe("leaving the queue", () => {
       assert.strictEqual(error.reason, "low_priority_timeout")
       assert.isAtLeast(error.retryAfterMs, 1000)
 
-      const snapshot = yield* queue.snapshot
+      const snapshot = yield* queue.queue.snapshot
       assert.strictEqual(snapshot.size, 0)
       assert.strictEqual(snapshot.dropped, 1)
     }).pipe(Effect.provide(schedulerWith({ ...slow, lowTimeout: Duration.seconds(2) }))))
@@ -295,7 +294,7 @@ describe("leaving the queue", () => {
 
   it.effect("answers queue_timeout after the queue timeout and leaves the queue", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const waiting = yield* enqueueFailing("normal")
       yield* TestClock.setTime(9_999)
@@ -305,39 +304,39 @@ describe("leaving the queue", () => {
       assert.strictEqual(error.reason, "queue_timeout")
       assert.strictEqual(error.retryAfterMs, 10_000, "the next token is 10 s away")
 
-      const snapshot = yield* queue.snapshot
+      const snapshot = yield* queue.queue.snapshot
       assert.strictEqual(snapshot.size, 0)
       assert.strictEqual(snapshot.timedOut, 1)
     }).pipe(Effect.provide(schedulerWith({ ...slow, queueTimeout: Duration.seconds(10) }))))
 
   it.effect("close answers every waiting request ShuttingDown and refuses new ones", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       const waiting = [yield* enqueueFailing("urgent"), yield* enqueueFailing("normal"), yield* enqueueFailing("low")]
-      yield* queue.close
+      yield* queue.queue.close
       yield* settle
       for (const fiber of waiting) {
         assert.isTrue(yield* isDone(fiber))
         assert.strictEqual((yield* Fiber.join(fiber))._tag, "ShuttingDown")
       }
       assert.strictEqual((yield* Effect.flip(queue.admit("urgent")))._tag, "ShuttingDown")
-      assert.strictEqual((yield* queue.snapshot).size, 0)
+      assert.strictEqual((yield* queue.queue.snapshot).size, 0)
     }).pipe(Effect.provide(schedulerWith(slow))))
 
   it.effect("refuses a max below the current depth with InvalidPatch", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       yield* emptyBucket
       for (let i = 0; i < 3; i++) yield* enqueue("normal")
 
-      const error = yield* Effect.flip(queue.configure({ max: 2 }))
+      const error = yield* Effect.flip(queue.queue.configure({ max: 2 }))
       assert.strictEqual(error._tag, "InvalidPatch")
       assert.strictEqual(error.field, "queue_max_size")
-      assert.strictEqual((yield* queue.settings).max, 10)
+      assert.strictEqual((yield* queue.queue.settings).max, 10)
 
-      yield* queue.configure({ max: 3 })
-      assert.strictEqual((yield* queue.settings).max, 3)
+      yield* queue.queue.configure({ max: 3 })
+      assert.strictEqual((yield* queue.queue.settings).max, 3)
       assert.strictEqual((yield* Effect.flip(queue.admit("urgent")))._tag, "QueueFull")
     }).pipe(Effect.provide(schedulerWith({ ...slow, queueMax: 10, queueFullPolicy: "reject" }))))
 })
@@ -345,12 +344,12 @@ describe("leaving the queue", () => {
 describe("in-flight bound", () => {
   it.effect("admits no more than maxInflight until a release", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       const callers = [yield* enqueue("normal"), yield* enqueue("normal"), yield* enqueue("normal"), yield* enqueue("normal")]
       const done = Effect.map(Effect.forEach(callers, isDone), (d) => d.filter(Boolean).length)
 
       assert.strictEqual(yield* done, 2)
-      assert.strictEqual(yield* queue.slots.used, 2)
+      assert.strictEqual(yield* queue.used, 2)
       yield* TestClock.setTime(60_000) // plenty of tokens by now
       assert.strictEqual(yield* done, 2, "tokens alone do not admit more")
 
@@ -359,7 +358,7 @@ describe("in-flight bound", () => {
       yield* firstAdmission.release
       yield* settle
       assert.strictEqual(yield* done, 3)
-      assert.strictEqual(yield* queue.slots.used, 2)
+      assert.strictEqual(yield* queue.used, 2)
 
       yield* firstAdmission.release // release runs once
       yield* settle
@@ -372,12 +371,12 @@ describe("in-flight bound", () => {
 
   it.effect("counts a released admission out of inflight", () =>
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
+      const queue = yield* Scheduler
       const admission = yield* queue.admit("normal")
-      assert.strictEqual(yield* queue.slots.used, 1)
+      assert.strictEqual(yield* queue.used, 1)
       yield* admission.release
-      assert.strictEqual(yield* queue.slots.used, 0)
+      assert.strictEqual(yield* queue.used, 0)
       assert.isTrue(Exit.isSuccess(yield* Effect.exit(admission.release)))
-      assert.strictEqual(yield* queue.slots.used, 0, "a second release changes nothing")
+      assert.strictEqual(yield* queue.used, 0, "a second release changes nothing")
     }).pipe(Effect.provide(schedulerWith({ rateRpm: 60, bucketCapacity: 10, maxInflight: 2 }))))
 })

@@ -1,49 +1,24 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Fiber, Layer, Option, Ref, Stream, TestClock } from "effect"
-import { Metrics } from "../src/Metrics.js"
-import { RequestQueue } from "../src/RequestQueue.js"
-import { Snapshot } from "../src/Snapshot.js"
-import { TokenBucket } from "../src/TokenBucket.js"
+import { Chunk, Context, Effect, Fiber, Layer, Ref, Stream, TestClock } from "effect"
+import { Inflight } from "../src/Admission/Inflight.js"
+import { PriorityQueue } from "../src/Admission/PriorityQueue.js"
+import { RateLimiter } from "../src/Admission/RateLimiter.js"
+import { makeTicket } from "../src/Admission/Ticket.js"
+import { Snapshot } from "../src/Control/Snapshot.js"
+import { Metrics } from "../src/Observability/Metrics.js"
+import { SidecarConfig } from "../src/SidecarConfig.js"
 
-// Fakes that count how often a snapshot is computed (each computation reads the counts once).
-const counted = (computations: Ref.Ref<number>) =>
-  Snapshot.layer.pipe(
-    Layer.provide([
-      Layer.succeed(Metrics, Metrics.of({
-        requestCompleted: () => Effect.void,
-        queueWait: () => Effect.void,
-        upstreamAnswered: () => Effect.void,
-        fallbackPassthrough: Effect.void,
-        render: () => Effect.succeed({ contentType: "text/plain", body: "" }),
-        requestCounts: Effect.as(Ref.updateAndGet(computations, (n) => n + 1), { total: 7, byStatus: { "200": 7 }, errors: 0, rateLimited: 0, currentRpm: 7 })
-      })),
-      Layer.succeed(RequestQueue, RequestQueue.of({
-        admitNow: () => Effect.succeed(Option.none()),
-        admit: () => Effect.die("unused"),
-        slots: { tryAcquire: Effect.succeed(true), acquire: Effect.void, acquireWithin: () => Effect.succeed(true), releaser: () => Effect.void, used: Effect.succeed(2) },
-        head: Effect.never,
-        headChanged: () => Effect.never,
-        next: Effect.never,
-        expireLow: () => Effect.void,
-        close: Effect.void,
-        settings: Effect.succeed({ max: 10, policy: "reject", lowTimeout: Duration.seconds(2) }),
-        configure: () => Effect.void,
-        snapshot: Effect.succeed({
-          max: 10, policy: "reject", lowTimeout: Duration.seconds(2), size: 3, byPriority: { urgent: 0, high: 1, normal: 2, low: 0 },
-          enqueued: 5, dequeued: 2, dropped: 0, timedOut: 0, bypassed: 0, inflight: 2
-        })
-      })),
-      Layer.succeed(TokenBucket, TokenBucket.of({
-        take: Effect.void,
-        tryTake: Effect.succeed(true),
-        refund: Effect.void,
-        record: () => Effect.void,
-        pauseFor: () => Effect.void,
-        configure: () => Effect.void,
-        snapshot: Effect.succeed({ tokens: 4.5, capacity: 40, baseRpm: 40, effectiveRpm: 30, mode: "retreat", rate429: 0.08, nextTokenInMs: 0, pausedForMs: 0 })
-      }))
-    ])
+// The real in-memory services; Metrics counts how often a snapshot is computed (each computation reads the counts once).
+const counted = (computations: Ref.Ref<number>) => {
+  const countingMetrics = Layer.effect(Metrics, Effect.map(Metrics, (m) => ({
+    ...m,
+    requestCounts: Effect.zipRight(Ref.update(computations, (n) => n + 1), m.requestCounts)
+  }))).pipe(Layer.provide(Metrics.layer))
+  return Snapshot.layer.pipe(
+    Layer.provideMerge(Layer.mergeAll(countingMetrics, PriorityQueue.layer, RateLimiter.layer, Inflight.layer)),
+    Layer.provide(SidecarConfig.layerTest({ queueMax: 10, queueFullPolicy: "reject" }))
   )
+}
 
 describe("Snapshot", () => {
   it.scoped("serves 20 dashboard streams for 5 seconds with 5 computations, not 100", () =>
@@ -79,13 +54,28 @@ describe("Snapshot", () => {
 
   it.scoped("carries requests, queue per priority, bucket, retreat and in-flight state", () =>
     Effect.gen(function*() {
-      const snapshot = yield* Effect.provide(Snapshot, counted(yield* Ref.make(0)))
+      const computations = yield* Ref.make(0)
+      const services = yield* Layer.build(counted(computations))
+      const snapshot = Context.get(services, Snapshot)
+      const queue = Context.get(services, PriorityQueue)
+      const limiter = Context.get(services, RateLimiter)
+      const inflight = Context.get(services, Inflight)
+      const metrics = Context.get(services, Metrics)
+      for (let i = 0; i < 7; i++) yield* metrics.requestCompleted("normal", 200)
+      for (const [seq, priority] of [[1, "high"], [2, "normal"], [3, "normal"]] as const) {
+        yield* queue.offer(makeTicket({ seq, priority, model: undefined, enqueuedAt: 0, deadline: 600_000, span: undefined }))
+      }
+      yield* inflight.tryAcquire
+      yield* inflight.tryAcquire
+      // 40 rpm, capacity 40: 4 answers, all 429, then one evaluation step cuts the rate by a quarter.
+      for (let i = 0; i < 4; i++) yield* limiter.record("throttled")
+      yield* TestClock.adjust("5 seconds")
       const s = yield* snapshot.current
       assert.deepStrictEqual(s.requests, { total: 7, by_status: { "200": 7 }, errors: 0, rate_limited: 0, current_rpm: 7 })
       assert.deepStrictEqual(s.queue.by_priority, { urgent: 0, high: 1, normal: 2, low: 0 })
       assert.strictEqual(s.queue.size, 3)
-      assert.deepStrictEqual(s.token_bucket, { tokens: 4.5, capacity: 40, rate_rpm: 30 })
-      assert.deepStrictEqual(s.retreat, { state: "retreat", effective_rpm: 30, base_rpm: 40, rate_429: 0.08 })
+      assert.deepStrictEqual(s.token_bucket, { tokens: 40, capacity: 40, rate_rpm: 30 })
+      assert.deepStrictEqual(s.retreat, { state: "retreat", effective_rpm: 30, base_rpm: 40, rate_429: 1 })
       assert.strictEqual(s.inflight, 2)
     }))
 })

@@ -1,8 +1,8 @@
-// TokenBucket on the TestClock (starts at 0). The bucket's retreat-evaluation fiber also
+// RateLimiter on the TestClock (starts at 0). The bucket's retreat-evaluation fiber also
 // refills it every 5 s, so these tests see the same arithmetic as production.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Ref, TestClock } from "effect"
-import { TokenBucket } from "../src/TokenBucket.js"
+import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { bucketWith } from "./support/schedulerLayer.js"
 
 // 2 rpm => one token every 30 seconds; capacity 1 => no burst.
@@ -13,12 +13,12 @@ const Default40 = bucketWith({ rateRpm: 40, bucketCapacity: 40 })
 
 const isDone = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isSome)
 const settle = TestClock.adjust("0 millis")
-const snapshot = Effect.flatMap(TokenBucket, (b) => b.snapshot)
+const snapshot = Effect.flatMap(RateLimiter, (b) => b.snapshot)
 
-describe("TokenBucket", () => {
+describe("RateLimiter", () => {
   it.effect("starts full at its capacity", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       const start = yield* bucket.snapshot
       assert.strictEqual(start.tokens, 40)
       assert.strictEqual(start.capacity, 40)
@@ -36,7 +36,7 @@ describe("TokenBucket", () => {
 
   it.effect("makes the next caller wait for the refill interval (60 rpm: 1 s)", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.take
 
       const waiter = yield* Effect.fork(bucket.take)
@@ -50,7 +50,7 @@ describe("TokenBucket", () => {
   // which sum to 0.9999999999999999, so the token due at 30 000 ms arrives at 30 001 ms.
   it.effect("makes the next caller wait for the refill interval (2 rpm: 30 s)", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.take
 
       const waiter = yield* Effect.fork(bucket.take)
@@ -62,7 +62,7 @@ describe("TokenBucket", () => {
 
   it.effect("admits 400 to 440 requests over 10 minutes at 40 rpm with capacity 40", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       const admitted = yield* Ref.make(0)
       yield* bucket.take.pipe(Effect.zipRight(Ref.update(admitted, (n) => n + 1)), Effect.forever, Effect.fork)
 
@@ -81,7 +81,7 @@ describe("TokenBucket", () => {
 
   it.effect("keeps accrued tokens across a hot rate change and applies the new rate at once", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* Effect.replicateEffect(bucket.take, 10)
       yield* TestClock.setTime(5_000) // 5 tokens accrued at 60 rpm
       yield* bucket.configure({ rateRpm: 12 })
@@ -105,7 +105,7 @@ describe("TokenBucket", () => {
 
   it.effect("lets a hot rate increase shorten the wait of a caller already waiting", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.take
       const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
       yield* TestClock.setTime(5_000) // 0.25 token accrued
@@ -119,7 +119,7 @@ describe("TokenBucket", () => {
 
   it.effect("hands a refunded token to a caller already waiting", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.take
       const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
       yield* TestClock.setTime(5_000)
@@ -131,7 +131,7 @@ describe("TokenBucket", () => {
 
   it.effect("caps tokens at a lowered capacity", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.configure({ capacity: 5 })
       const capped = yield* bucket.snapshot
       assert.strictEqual(capped.tokens, 5)
@@ -150,7 +150,7 @@ describe("TokenBucket", () => {
 
   it.effect("holds take during a Retry-After pause even with tokens in the bucket", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.pauseFor(10_000)
       assert.strictEqual((yield* bucket.snapshot).pausedForMs, 10_000)
 
@@ -164,7 +164,7 @@ describe("TokenBucket", () => {
 
   it.effect("does not cut a pause short with a shorter one", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.pauseFor(10_000)
       yield* bucket.pauseFor(1_000)
       assert.strictEqual((yield* bucket.snapshot).pausedForMs, 10_000)
@@ -172,7 +172,7 @@ describe("TokenBucket", () => {
 
   it.effect("refund gives a taken token back", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.take
       assert.strictEqual((yield* bucket.snapshot).tokens, 0)
       yield* bucket.refund
@@ -185,36 +185,36 @@ describe("TokenBucket", () => {
 
   it.effect("refund never fills the bucket above capacity", () =>
     Effect.gen(function*() {
-      const bucket = yield* TokenBucket
+      const bucket = yield* RateLimiter
       yield* bucket.refund
       assert.strictEqual((yield* snapshot).tokens, 1)
     }).pipe(Effect.provide(TwoPerMinute)))
 })
 
-describe("TokenBucket.retryAfterMillis", () => {
+describe("RateLimiter.retryAfterMillis", () => {
   const now = Date.parse("2025-01-01T00:00:00Z")
 
   it("reads seconds", () => {
-    assert.deepStrictEqual(TokenBucket.retryAfterMillis("120", now), Option.some(120_000))
-    assert.deepStrictEqual(TokenBucket.retryAfterMillis("0", now), Option.some(0))
-    assert.deepStrictEqual(TokenBucket.retryAfterMillis("1.5", now), Option.some(1_500))
+    assert.deepStrictEqual(RateLimiter.retryAfterMillis("120", now), Option.some(120_000))
+    assert.deepStrictEqual(RateLimiter.retryAfterMillis("0", now), Option.some(0))
+    assert.deepStrictEqual(RateLimiter.retryAfterMillis("1.5", now), Option.some(1_500))
   })
 
   it("reads the first value of a repeated header", () => {
-    assert.deepStrictEqual(TokenBucket.retryAfterMillis(["5", "60"], now), Option.some(5_000))
+    assert.deepStrictEqual(RateLimiter.retryAfterMillis(["5", "60"], now), Option.some(5_000))
   })
 
   it("reads an HTTP date relative to now", () => {
-    assert.deepStrictEqual(TokenBucket.retryAfterMillis("Wed, 01 Jan 2025 00:00:30 GMT", now), Option.some(30_000))
+    assert.deepStrictEqual(RateLimiter.retryAfterMillis("Wed, 01 Jan 2025 00:00:30 GMT", now), Option.some(30_000))
   })
 
   it("treats an HTTP date in the past as no wait", () => {
-    assert.deepStrictEqual(TokenBucket.retryAfterMillis("Tue, 31 Dec 2024 23:59:00 GMT", now), Option.some(0))
+    assert.deepStrictEqual(RateLimiter.retryAfterMillis("Tue, 31 Dec 2024 23:59:00 GMT", now), Option.some(0))
   })
 
   it("ignores missing, empty, negative and unparseable values", () => {
     for (const value of [undefined, "", "  ", "-1", "soon", []]) {
-      assert.isTrue(Option.isNone(TokenBucket.retryAfterMillis(value, now)), JSON.stringify(value))
+      assert.isTrue(Option.isNone(RateLimiter.retryAfterMillis(value, now)), JSON.stringify(value))
     }
   })
 })

@@ -1,8 +1,8 @@
 import { Duration, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 import type { Resource } from "@effect/opentelemetry"
 import * as App from "../../src/App.js"
-import * as Tracing from "../../src/Tracing.js"
-import { MetricsServer, ProxyServer } from "../../src/Http/Servers.js"
+import * as Tracing from "../../src/Observability/Tracing.js"
+import { MetricsServer, ProxyServer } from "../../src/Server/Servers.js"
 import { SidecarConfig, type SidecarConfigShape } from "../../src/SidecarConfig.js"
 
 export interface RunningSidecar {

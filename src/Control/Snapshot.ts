@@ -1,10 +1,11 @@
 import { Clock, Context, Effect, Layer, Schedule, Stream } from "effect"
-import { Metrics } from "./Metrics.js"
-import type { Priority } from "./Priority.js"
-import { RequestQueue } from "./RequestQueue.js"
-import type { RetreatMode } from "./Retreat.js"
-import { TokenBucket } from "./TokenBucket.js"
-import { version } from "./Version.js"
+import { Inflight } from "../Admission/Inflight.js"
+import { PriorityQueue } from "../Admission/PriorityQueue.js"
+import { RateLimiter } from "../Admission/RateLimiter.js"
+import type { RetreatMode } from "../Admission/Retreat.js"
+import type { Priority } from "../Common/Priority.js"
+import { Metrics } from "../Observability/Metrics.js"
+import { version } from "../Version.js"
 
 /** The state every observer sees: `/status`, each dashboard stream (snake_case JSON). */
 export interface StateSnapshot {
@@ -45,8 +46,9 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
   static readonly layer = Layer.effect(
     Snapshot,
     Effect.gen(function*() {
-      const queue = yield* RequestQueue
-      const bucket = yield* TokenBucket
+      const queue = yield* PriorityQueue
+      const bucket = yield* RateLimiter
+      const inflight = yield* Inflight
       const metrics = yield* Metrics
       const startedAt = yield* Clock.currentTimeMillis
 
@@ -73,7 +75,7 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
           },
           token_bucket: { tokens: round2(b.tokens), capacity: b.capacity, rate_rpm: round2(b.effectiveRpm) },
           retreat: { state: b.mode, effective_rpm: round2(b.effectiveRpm), base_rpm: b.baseRpm, rate_429: round2(b.rate429) },
-          inflight: q.inflight
+          inflight: yield* inflight.used
         } satisfies StateSnapshot
       })
 

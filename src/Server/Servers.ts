@@ -1,14 +1,15 @@
-import { Context, Deferred, Effect, Layer, Runtime } from "effect"
+import { Context, Deferred, Effect, Either, Layer } from "effect"
 import type { ServerResponse } from "node:http"
-import { Metrics } from "../Metrics.js"
-import { RequestQueue } from "../RequestQueue.js"
+import { PriorityQueue } from "../Admission/PriorityQueue.js"
+import { RouteNotFound } from "../Common/Errors.js"
+import { toErrorResponse } from "../Common/ErrorResponse.js"
+import { Readiness } from "../Control/Readiness.js"
+import { Snapshot } from "../Control/Snapshot.js"
+import * as Bridge from "../DataPath/Bridge.js"
+import { writeError } from "../DataPath/Reply.js"
+import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../SidecarConfig.js"
-import { Snapshot } from "../Snapshot.js"
-import { Upstream } from "../Upstream.js"
 import { serve } from "./NodeServer.js"
-import { RouteNotFound } from "../Errors.js"
-import { toErrorResponse } from "./ErrorResponse.js"
-import { writeError } from "./Reply.js"
 import { makeRoutes } from "./Routes.js"
 
 /** The proxy listener (API, health, dashboard, admin); its port is the bound one. */
@@ -17,7 +18,7 @@ export class ProxyServer extends Context.Tag("sidecar/ProxyServer")<ProxyServer,
     ProxyServer,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
-      const queue = yield* RequestQueue
+      const queue = yield* PriorityQueue
       const draining = yield* Deferred.make<void>()
       const routes = yield* makeRoutes(draining)
       const bound = yield* serve({
@@ -42,12 +43,12 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
       const config = yield* SidecarConfig
       const metrics = yield* Metrics
       const snapshot = yield* Snapshot
-      const upstream = yield* Upstream
-      const runPromise = Runtime.runPromise(yield* Effect.runtime<never>())
+      const readiness = yield* Readiness
+      const bridge = yield* Bridge.make
       const scrape = (res: ServerResponse) =>
         Effect.gen(function*() {
           const s = yield* snapshot.compute
-          const ready = yield* upstream.reachable
+          const ready = yield* readiness.upstreamReachable
           const { body, contentType } = yield* metrics.render({
             ready,
             uptimeSeconds: s.uptime_seconds,
@@ -60,10 +61,11 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
           res.writeHead(200, { "content-type": contentType })
           res.end(body)
         })
-      const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout }, (req, res, signal) => {
+      const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout }, async (req, res, signal) => {
         const path = (req.url ?? "").split("?", 1)[0] ?? ""
-        if (path !== "/metrics") return Promise.resolve(writeError(res, toErrorResponse(new RouteNotFound({ method: req.method ?? "GET", path }))))
-        return runPromise(scrape(res), { signal })
+        if (path !== "/metrics") return writeError(res, toErrorResponse(new RouteNotFound({ method: req.method ?? "GET", path })))
+        const done = await bridge.run(scrape(res), signal)
+        if (Either.isLeft(done) && done.left._tag === "Defect") writeError(res, toErrorResponse(done.left))
       })
       yield* Effect.logInfo({ msg: "listening", server: "metrics", address: `http://${config.host}:${bound.port}/metrics` })
       return bound

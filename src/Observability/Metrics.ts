@@ -1,8 +1,7 @@
 import { Clock, Context, Effect, Layer } from "effect"
 import * as Prom from "prom-client"
-import { priorities, type Priority } from "./Priority.js"
-import type { RetreatMode } from "./Retreat.js"
-import { SlidingCounts } from "./SlidingCounts.js"
+import { priorities, type Priority } from "../Common/Priority.js"
+import { SlidingCounts } from "../Common/SlidingCounts.js"
 
 /** Current values for the gauges, read at scrape time. */
 export interface GaugeValues {
@@ -10,7 +9,8 @@ export interface GaugeValues {
   readonly uptimeSeconds: number
   readonly tokens: number
   readonly effectiveRpm: number
-  readonly mode: RetreatMode
+  /** Control-law mode; see `modeCode`. */
+  readonly mode: string
   readonly rate429: number
   readonly queueDepth: Readonly<Record<Priority, number>>
 }
@@ -75,7 +75,7 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
             m.tokens.set(g.tokens)
             m.tokensRate.set(g.effectiveRpm / 60)
             m.effectiveRpm.set(g.effectiveRpm)
-            m.retreat.set(retreatCode[g.mode])
+            m.retreat.set(modeCode[g.mode] ?? 0)
             m.rate429.set(g.rate429)
             for (const p of priorities) m.queueDepth.set({ priority: p }, g.queueDepth[p])
             return registry.metrics()
@@ -85,7 +85,7 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
   )
 }
 
-const retreatCode: Readonly<Record<RetreatMode, number>> = { normal: 0, retreat: 1, recover: 2 }
+const modeCode: Readonly<Record<string, number>> = { normal: 0, retreat: 1, recover: 2 }
 
 function memo<V>(): (key: string, make: () => V) => V {
   const cache = new Map<string, V>()

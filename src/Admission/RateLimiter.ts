@@ -1,9 +1,9 @@
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
 import * as Retreat from "./Retreat.js"
-import { SlidingCounts } from "./SlidingCounts.js"
-import { SidecarConfig } from "./SidecarConfig.js"
+import { SlidingCounts } from "../Common/SlidingCounts.js"
+import { SidecarConfig } from "../SidecarConfig.js"
 
-export interface TokenBucketSnapshot {
+export interface LimiterSnapshot {
   readonly tokens: number
   readonly capacity: number
   readonly baseRpm: number
@@ -16,8 +16,11 @@ export interface TokenBucketSnapshot {
   readonly pausedForMs: number
 }
 
-/** Adaptive token bucket: continuous refill at the effective rate, which retreats on 429s. */
-export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket, {
+/**
+ * The rate seam: an adaptive token bucket, refilled continuously at the effective rate that its
+ * control law sets from upstream answers. A shared (Redis) limiter replaces this service.
+ */
+export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter, {
   /** Waits on the Clock until a token is available (and any Retry-After pause is over), then consumes it. */
   readonly take: Effect.Effect<void>
   /** Takes a token only if one is available now (and dispatch is not paused). */
@@ -30,10 +33,12 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
   readonly pauseFor: (millis: number) => Effect.Effect<void>
   /** Hot change; accrued tokens are kept (capped at the new capacity). */
   readonly configure: (change: { readonly rateRpm?: number; readonly capacity?: number }) => Effect.Effect<void>
-  readonly snapshot: Effect.Effect<TokenBucketSnapshot>
+  readonly snapshot: Effect.Effect<LimiterSnapshot>
+  /** When a request could be admitted again, at least 1 s: the next token or the end of a pause. */
+  readonly retryAfterMs: Effect.Effect<number>
 }>() {
   static readonly layer = Layer.scoped(
-    TokenBucket,
+    RateLimiter,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
       const state = yield* Ref.make<State>({
@@ -94,7 +99,7 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
         return [undefined, { ...s, retreat: Retreat.evaluate(s.retreat, ratios(now), now, s.baseRpm) }] as const
       })
 
-      const snapshot = withNow((s, now): readonly [TokenBucketSnapshot, State] => [{
+      const snapshot = withNow((s, now): readonly [LimiterSnapshot, State] => [{
         tokens: s.tokens,
         capacity: s.capacity,
         baseRpm: s.baseRpm,
@@ -107,7 +112,7 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
 
       yield* evaluate.pipe(Effect.repeat(Schedule.spaced(Duration.millis(Retreat.params.stepMs))), Effect.forkScoped)
 
-      return TokenBucket.of({
+      return RateLimiter.of({
         take,
         tryTake: Effect.map(tryTake, (wait) => wait === 0),
         refund: Effect.zipRight(withNow((s) => [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const), wake),
@@ -125,7 +130,8 @@ export class TokenBucket extends Context.Tag("sidecar/TokenBucket")<TokenBucket,
               retreat: Retreat.rebase(s.retreat, baseRpm)
             }] as const
           }), wake),
-        snapshot
+        snapshot,
+        retryAfterMs: Effect.map(snapshot, (b) => Math.max(1000, b.nextTokenInMs, b.pausedForMs))
       })
     })
   )

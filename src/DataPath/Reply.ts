@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http"
-import type { UpstreamResponse } from "../Upstream.js"
-import type { ErrorResponse } from "./ErrorResponse.js"
+import type { UpstreamResponse } from "./Upstream.js"
+import type { ErrorResponse } from "../Common/ErrorResponse.js"
 import { responseHeaders } from "./Headers.js"
 
 export const writeJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -46,5 +46,16 @@ export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHea
     })
     body.pipe(res)
   })
+
+/** Relays an upstream answer that was read whole (consulted by admission), with extra headers. */
+export const replyBuffered = (res: ServerResponse, up: UpstreamResponse, body: Buffer, extraHeaders: Record<string, string>): void => {
+  if (res.headersSent || res.destroyed) return
+  const headers = responseHeaders(up.headers)
+  delete headers["content-length"]
+  for (const name in extraHeaders) headers[name] = extraHeaders[name]!
+  headers["content-length"] = String(body.length)
+  res.writeHead(up.status, headers)
+  res.end(body)
+}
 
 const streamError = { error: { message: "Upstream stream failed", type: "upstream_error", code: "upstream_stream_error" } }

@@ -1,4 +1,4 @@
-import type { SidecarError } from "../Errors.js"
+import type { SidecarError } from "./Errors.js"
 
 export interface ErrorResponse {
   readonly status: number
@@ -25,13 +25,13 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
     case "UpstreamTimeout":
       return openAiError(504, "upstream_error", "upstream_timeout", `Upstream timed out (${error.phase})`)
     case "RateLimited":
-      return openAiError(429, "rate_limit_error", "rate_limit_exceeded", rateLimitedMessage[error.reason], retryAfter(error.retryAfterMs))
+      return openAiError(429, "rate_limit_error", "rate_limit_exceeded", rateLimitedMessage[error.reason], retryAfterHeaders(error.retryAfterMs))
     case "QueueFull":
-      return openAiError(503, "server_error", "queue_full", `Request queue is full (${error.capacity})`, retryAfter(1000))
+      return openAiError(503, "server_error", "queue_full", `Request queue is full (${error.capacity})`, retryAfterHeaders(1000))
     case "Evicted":
-      return openAiError(503, "server_error", "queue_full", "Evicted from the full queue by a higher-priority request", retryAfter(1000))
+      return openAiError(503, "server_error", "queue_full", "Evicted from the full queue by a higher-priority request", retryAfterHeaders(1000))
     case "ShuttingDown":
-      return openAiError(503, "server_error", "shutting_down", "Sidecar is shutting down", { ...retryAfter(1000), connection: "close" })
+      return openAiError(503, "server_error", "shutting_down", "Sidecar is shutting down", { ...retryAfterHeaders(1000), connection: "close" })
     case "AdminUnauthorized":
       return openAiError(401, "authentication_error", "unauthorized", error.reason === "missing_token"
         ? "Admin token required: send Authorization: Bearer <token>"
@@ -40,6 +40,8 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
       return openAiError(403, "permission_error", "forbidden", error.reason === "wrong_token"
         ? "Admin token is not valid"
         : "Cross-origin admin writes are refused")
+    case "Defect":
+      return openAiError(500, "server_error", "internal_error", "The sidecar failed to handle this request; see its log")
     case "InvalidPatch":
       return openAiError(400, "invalid_request_error", "invalid_config", `Invalid value for ${error.field}: ${error.reason}`)
   }
@@ -55,7 +57,7 @@ const rateLimitedMessage = {
 export const retryAfterSeconds = (millis: number): string => String(Math.max(1, Math.ceil(millis / 1000)))
 
 /** Our own 429/503 tell clients when to come back, in both header spellings. */
-const retryAfter = (millis: number): Record<string, string> => ({
+export const retryAfterHeaders = (millis: number): Record<string, string> => ({
   "retry-after": retryAfterSeconds(millis),
   "retry-after-ms": String(Math.max(0, Math.round(millis)))
 })

@@ -1,13 +1,13 @@
 import { Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { AdminForbidden, AdminUnauthorized, InvalidPatch } from "../Errors.js"
-import { RequestQueue } from "../RequestQueue.js"
+import { PriorityQueue } from "../Admission/PriorityQueue.js"
+import { RateLimiter } from "../Admission/RateLimiter.js"
+import { AdminForbidden, AdminUnauthorized, InvalidPatch } from "../Common/Errors.js"
+import { toErrorResponse } from "../Common/ErrorResponse.js"
+import { parseJsonBody, readBody } from "../DataPath/Body.js"
+import { writeError, writeJson } from "../DataPath/Reply.js"
 import { SidecarConfig } from "../SidecarConfig.js"
-import { TokenBucket } from "../TokenBucket.js"
-import { parseJsonBody, readBody } from "./Body.js"
-import { toErrorResponse } from "./ErrorResponse.js"
-import { writeError, writeJson } from "./Reply.js"
 
 const Patch = Schema.Struct({
   rate_rpm: Schema.optional(Schema.Number.pipe(Schema.positive(), Schema.finite())),
@@ -22,8 +22,8 @@ const Patch = Schema.Struct({
 /** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
 export const makeAdmin = Effect.gen(function*() {
   const config = yield* SidecarConfig
-  const bucket = yield* TokenBucket
-  const queue = yield* RequestQueue
+  const bucket = yield* RateLimiter
+  const queue = yield* PriorityQueue
 
   const current = Effect.gen(function*() {
     const b = yield* bucket.snapshot

@@ -1,6 +1,7 @@
 import { Either } from "effect"
 import type { IncomingMessage } from "node:http"
-import { BodyTooLarge, ClientGone, InvalidJson } from "../Errors.js"
+import type { Readable } from "node:stream"
+import { BodyTooLarge, ClientGone, InvalidJson } from "../Common/Errors.js"
 
 /** Buffers the request body; refuses by `content-length` before reading, or as soon as the limit is crossed. */
 export const readBody = (req: IncomingMessage, limitBytes: number): Promise<Either.Either<Buffer, BodyTooLarge | ClientGone>> =>
@@ -62,3 +63,30 @@ export const parseJsonBody = (body: Buffer): Either.Either<JsonBody, InvalidJson
   const record = json as Record<string, unknown>
   return Either.right({ json: record, model: typeof record.model === "string" ? record.model : undefined })
 }
+
+/**
+ * Reads a small upstream answer whole (a 429 that admission must rule on), keeping at most
+ * `limitBytes`; a failed or longer body yields what arrived.
+ */
+export const readSmall = (body: Readable, limitBytes = 1024 * 1024): Promise<Buffer> =>
+  new Promise((resolve) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    const done = () => {
+      body.off("data", onData)
+      resolve(Buffer.concat(chunks, size))
+    }
+    const onData = (chunk: Buffer) => {
+      const room = limitBytes - size
+      chunks.push(chunk.length > room ? chunk.subarray(0, room) : chunk)
+      size += Math.min(room, chunk.length)
+      if (size >= limitBytes) {
+        body.destroy()
+        done()
+      }
+    }
+    body.on("data", onData)
+    body.once("end", done)
+    body.once("error", done)
+    body.once("close", done)
+  })

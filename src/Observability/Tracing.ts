@@ -2,7 +2,7 @@ import { NodeSdk } from "@effect/opentelemetry"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
 import { BatchSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Config, Effect, Layer, Option } from "effect"
-import { version } from "./Version.js"
+import { version } from "../Version.js"
 
 /** Spans stay off (no cost, the client's `traceparent` passes through) unless an OTLP endpoint is set. */
 export const layerOff = Layer.setTracerEnabled(false)

@@ -57,6 +57,9 @@ export class InvalidPatch extends Schema.TaggedError<InvalidPatch>()("InvalidPat
 /** The client went away mid-request: there is nobody left to answer (not an HTTP error). */
 export class ClientGone extends Schema.TaggedError<ClientGone>()("ClientGone", {}) {}
 
+/** A bug inside the runtime (a defect, or an interruption nobody asked for): answered 500 and logged. */
+export class Defect extends Schema.TaggedError<Defect>()("Defect", {}) {}
+
 /** Ways a queued request can fail to be admitted. */
 export type AdmissionError = RateLimited | QueueFull | Evicted | ShuttingDown
 
@@ -71,3 +74,4 @@ export type SidecarError =
   | AdminUnauthorized
   | AdminForbidden
   | InvalidPatch
+  | Defect

@@ -1,15 +1,16 @@
-import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import type { Readable } from "node:stream"
 import { Agent, type Dispatcher } from "undici"
-import { UpstreamFailed, UpstreamTimeout } from "./Errors.js"
-import type { HeaderRecord } from "./Http/Headers.js"
-import { joinTo, upstreamBase } from "./Routing.js"
-import { SidecarConfig } from "./SidecarConfig.js"
+import { UpstreamFailed, UpstreamTimeout } from "../Common/Errors.js"
+import { SidecarConfig } from "../SidecarConfig.js"
+import type { HeaderRecord } from "./Headers.js"
+import { joinTo, upstreamBase } from "./UpstreamUrl.js"
+
+export type UpstreamName = "primary" | "passthrough"
 
 export interface UpstreamRequest {
-  readonly upstream: "primary" | "passthrough"
+  readonly upstream: UpstreamName
   readonly method: string
   readonly pathAndQuery: string
   readonly headers: HeaderRecord
@@ -23,45 +24,34 @@ export interface UpstreamResponse {
   readonly body: Readable
 }
 
-/** The upstream APIs behind one keep-alive undici pool: proxying and side calls share it. */
+/** The upstream APIs on the data path: one keep-alive undici pool, the key added here and only here. */
 export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
   /**
-   * Sends one request on the data path (a Promise: the bytes stay in Node); `signal` aborts
-   * it at any stage, including while its body streams.
+   * Sends one request (a Promise: the bytes stay in Node); `signal` aborts it at any stage,
+   * including while its body streams.
    */
   readonly send: (request: UpstreamRequest, signal: AbortSignal) => Promise<Either.Either<UpstreamResponse, UpstreamFailed | UpstreamTimeout>>
-  /** Whether the primary upstream answers HTTP at all (cached a few seconds). */
-  readonly reachable: Effect.Effect<boolean>
+  /** `authorization` for side calls to the primary upstream, when a key is set. */
+  readonly authorization: Option.Option<string>
 }>() {
-  static readonly layer = Layer.scoped(
+  static readonly layer = Layer.effect(
     Upstream,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
-      const timeoutMs = Duration.toMillis(config.timeout)
-      const agent = yield* Effect.acquireRelease(
-        Effect.sync(() =>
-          new Agent({
-            keepAliveTimeout: 30_000,
-            headersTimeout: timeoutMs,
-            bodyTimeout: timeoutMs,
-            connect: { timeout: Math.min(timeoutMs, 30_000) }
-          })
-        ),
-        (agent) => Effect.promise(() => agent.destroy())
-      )
+      const agent = yield* NodeHttpClient.Dispatcher
       const bases = {
         primary: upstreamBase(config.upstream),
         passthrough: upstreamBase(Option.getOrElse(config.passthroughUpstream, () => config.upstream))
       }
-      const auth = Option.map(config.apiKey, (key) => `Bearer ${Redacted.value(key)}`)
-      if (Option.isNone(auth)) {
+      const authorization = Option.map(config.apiKey, (key) => `Bearer ${Redacted.value(key)}`)
+      if (Option.isNone(authorization)) {
         yield* Effect.logWarning({ msg: "SIDECAR_API_KEY is not set: requests reach the upstream with the client's own Authorization" })
       }
 
       const send = (request: UpstreamRequest, signal: AbortSignal) => {
         const target = joinTo(bases[request.upstream], request.pathAndQuery)
-        const headers = request.upstream === "primary" && Option.isSome(auth)
-          ? { ...request.headers, authorization: auth.value }
+        const headers = request.upstream === "primary" && Option.isSome(authorization)
+          ? { ...request.headers, authorization: authorization.value }
           : request.headers
         return agent.request({
           origin: target.origin,
@@ -75,24 +65,31 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
           (cause: unknown) => Either.left(toUpstreamError(cause))
         )
       }
-
-      const client = NodeHttpClient.makeUndici(agent).pipe(HttpClient.withTracerPropagation(false))
-      const models = joinTo(bases.primary, "/v1/models")
-      const probe = client.execute(
-        HttpClientRequest.get(models.origin + models.path).pipe(
-          Option.isSome(auth) ? HttpClientRequest.setHeader("authorization", auth.value) : (r) => r
-        )
-      ).pipe(
-        Effect.map((response) => response.status < 500),
-        Effect.timeoutTo({ duration: "3 seconds", onTimeout: () => false, onSuccess: (ok) => ok }),
-        Effect.scoped,
-        Effect.orElseSucceed(() => false)
-      )
-      const reachable = yield* Effect.cachedWithTTL(probe, "5 seconds")
-
-      return Upstream.of({ send, reachable })
+      return Upstream.of({ send, authorization })
     })
   )
+
+  /** The undici pool that the data path and the side calls' `HttpClient` share. */
+  static readonly poolLayer = Layer.scoped(
+    NodeHttpClient.Dispatcher,
+    Effect.gen(function*() {
+      const timeoutMs = Duration.toMillis((yield* SidecarConfig).timeout)
+      return yield* Effect.acquireRelease(
+        Effect.sync((): Dispatcher =>
+          new Agent({
+            keepAliveTimeout: 30_000,
+            headersTimeout: timeoutMs,
+            bodyTimeout: timeoutMs,
+            connect: { timeout: Math.min(timeoutMs, 30_000) }
+          })
+        ),
+        (agent) => Effect.promise(() => agent.destroy())
+      )
+    })
+  )
+
+  /** `HttpClient` for side calls (readiness, model listing) over the same pool. */
+  static readonly httpClientLayer = NodeHttpClient.layerUndiciWithoutDispatcher
 }
 
 /** Maps undici's failures onto our vocabulary; the cause text never holds request headers. */

@@ -1,8 +1,8 @@
 import { Duration, Effect, Schema, type Scope } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
-import { ShuttingDown } from "../Errors.js"
-import { toErrorResponse } from "./ErrorResponse.js"
-import { writeError } from "./Reply.js"
+import { ShuttingDown } from "../Common/Errors.js"
+import { toErrorResponse } from "../Common/ErrorResponse.js"
+import { writeError } from "../DataPath/Reply.js"
 import type { AddressInfo } from "node:net"
 
 export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFailed", {

@@ -1,5 +1,5 @@
 import { Either } from "effect"
-import { InvalidPath } from "../Errors.js"
+import { InvalidPath } from "../Common/Errors.js"
 
 /**
  * Normalises an incoming request target. Absolute-URL targets, `..`/`.` segments (raw or

@@ -1,0 +1,144 @@
+import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import { RateLimited, type AdmissionError } from "../Common/Errors.js"
+import { retryAfterHeaders } from "../Common/ErrorResponse.js"
+import { Metrics } from "../Observability/Metrics.js"
+import { SidecarConfig } from "../SidecarConfig.js"
+import { Inflight } from "./Inflight.js"
+import type { AdmissionRequest, Permit, UpstreamOutcome, Verdict } from "./Permit.js"
+import { PriorityQueue } from "./PriorityQueue.js"
+import { RateLimiter } from "./RateLimiter.js"
+import { makeTicket, type Ticket, type TicketOutcome } from "./Ticket.js"
+
+/**
+ * Every decision about calling the limited upstream: `acquire` waits (queue, in-flight slot,
+ * token) until a request may call, `permit.finish` feeds the answer back (bucket feedback, slot
+ * release, Retry-After pause) and rules whether the answer is delivered or retried.
+ */
+export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
+  readonly acquire: (request: AdmissionRequest) => Effect.Effect<Permit, AdmissionError>
+}>() {
+  static readonly layer = Layer.effect(
+    Admission,
+    Effect.gen(function*() {
+      const config = yield* SidecarConfig
+      const queue = yield* PriorityQueue
+      const limiter = yield* RateLimiter
+      const inflight = yield* Inflight
+      const metrics = yield* Metrics
+      const queueTimeoutMs = Duration.toMillis(config.queueTimeout)
+      // Arrival order within a level; a plain counter since taking a number cannot interleave.
+      let lastSeq = 0
+
+      const permit = (request: AdmissionRequest, seq: number, waitedMs: number, bypassed: boolean, release: Effect.Effect<void>) =>
+        Effect.gen(function*() {
+          const attempt = request.retry?.attempt ?? 0
+          yield* metrics.queueWait(request.priority, waitedMs / 1000)
+          const limits = yield* limiter.snapshot
+          const finish = (outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
+            Effect.zipRight(release, judge(request, seq, attempt, outcome))
+          return { seq, attempt, waitedMs, bypassed, limits, mustConsult, finish } satisfies Permit
+        })
+
+      const judge = (request: AdmissionRequest, seq: number, attempt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
+        Effect.gen(function*() {
+          if (outcome._tag === "NotSent") {
+            yield* limiter.refund
+            return deliver
+          }
+          if (outcome._tag === "Failed") return deliver
+          if (outcome.status !== 429) {
+            yield* limiter.record("ok")
+            return deliver
+          }
+          // An upstream 429 before any byte reached the client: slow down, honour Retry-After,
+          // and retry with the same seq while retries last.
+          yield* limiter.record("throttled")
+          const pause = RateLimiter.retryAfterMillis(outcome.retryAfter, yield* Clock.currentTimeMillis)
+          if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
+          if (attempt < config.maxRetries) {
+            const arrivedAt = request.retry?.arrivedAt ?? (yield* Clock.currentTimeMillis)
+            return { _tag: "Retry", next: { ...request, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
+          }
+          return { _tag: "Deliver", headers: retryAfterHeaders(yield* limiter.retryAfterMs) } as const
+        })
+
+      // An idle queue, a free slot and a token at hand admit at once: no ticket, no dispatcher.
+      const admitNow = (request: AdmissionRequest) =>
+        Effect.gen(function*() {
+          if (!(yield* queue.idle)) return undefined
+          const release = yield* inflight.tryAcquire
+          if (release === undefined) return undefined
+          if (!(yield* limiter.tryTake)) {
+            yield* release
+            return undefined
+          }
+          return yield* permit(request, request.retry?.seq ?? ++lastSeq, 0, false, release)
+        })
+
+      const waitInQueue = (request: AdmissionRequest) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            const ticket = makeTicket({
+              seq: request.retry?.seq ?? ++lastSeq,
+              priority: request.priority,
+              model: request.model,
+              enqueuedAt: now,
+              deadline: (request.retry?.arrivedAt ?? now) + queueTimeoutMs,
+              span: request.span
+            })
+            const placement = yield* queue.offer(ticket)
+            if (placement === "bypass") return yield* restore(bypass(request, ticket))
+            const outcome = yield* restore(awaitTicket(ticket)).pipe(Effect.onInterrupt(() => leave(ticket)))
+            const waitedMs = (yield* Clock.currentTimeMillis) - now
+            if (outcome._tag === "Admitted") return yield* permit(request, ticket.seq, waitedMs, false, outcome.release)
+            if (outcome._tag === "Left") return yield* Effect.interrupt
+            if (outcome.error._tag === "RateLimited") {
+              return yield* new RateLimited({ reason: outcome.error.reason, retryAfterMs: yield* limiter.retryAfterMs })
+            }
+            return yield* Effect.fail(outcome.error)
+          })
+        )
+
+      // Skips a full queue, not the limits: it still needs a slot and a token before its deadline.
+      const bypass = (request: AdmissionRequest, ticket: Ticket) =>
+        Effect.gen(function*() {
+          yield* queue.countBypass
+          yield* metrics.fallbackPassthrough
+          const left = () => Effect.map(Clock.currentTimeMillis, (now) => Duration.millis(Math.max(0, ticket.deadline - now)))
+          const tokenTimeout = new RateLimited({ reason: "token_timeout", retryAfterMs: 1000 })
+          const release = yield* inflight.acquireWithin(yield* left())
+          if (release === undefined) return yield* tokenTimeout
+          yield* limiter.take.pipe(
+            Effect.timeoutFail({ duration: yield* left(), onTimeout: () => tokenTimeout }),
+            Effect.onError(() => release)
+          )
+          const waitedMs = (yield* Clock.currentTimeMillis) - ticket.enqueuedAt
+          return yield* permit(request, ticket.seq, waitedMs, true, release)
+        })
+
+      // The waiter left. Still queued: it leaves the queue. Admitted meanwhile: slot and token go back.
+      const leave = (ticket: Ticket) =>
+        Effect.flatMap(queue.settle(ticket, left), (wasWaiting) => {
+          const outcome = ticket.outcome
+          return wasWaiting || outcome?._tag !== "Admitted" ? Effect.void : Effect.zipRight(outcome.release, limiter.refund)
+        })
+
+      return Admission.of({
+        acquire: (request) =>
+          Effect.flatMap(admitNow(request), (now) => (now !== undefined ? Effect.succeed(now) : waitInQueue(request)))
+      })
+    })
+  )
+}
+
+const deliver: Verdict = { _tag: "Deliver", headers: {} }
+const left: TicketOutcome = { _tag: "Left" }
+const mustConsult = (status: number) => status === 429
+
+/** Suspends until the ticket is settled; no fiber, timer or Deferred of its own. */
+const awaitTicket = (ticket: Ticket): Effect.Effect<TicketOutcome> =>
+  Effect.async<TicketOutcome>((resume) => {
+    if (ticket.outcome !== undefined) return resume(Effect.succeed(ticket.outcome))
+    ticket.resume = (outcome) => resume(Effect.succeed(outcome))
+  })

@@ -1,0 +1,58 @@
+import { Effect, Layer, Option } from "effect"
+import { RateLimited } from "../Common/Errors.js"
+import { Inflight } from "./Inflight.js"
+import { PriorityQueue } from "./PriorityQueue.js"
+import { RateLimiter } from "./RateLimiter.js"
+
+/** The admission loop: one fiber that hands a slot and a token to the best waiting request. */
+export const layer = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const queue = yield* PriorityQueue
+    const limiter = yield* RateLimiter
+    const inflight = yield* Inflight
+
+    // Slot and token first, ticket second: the best request is chosen only once the token is
+    // in hand, so an urgent request that arrived during the wait still goes first.
+    const admitOne = (release: Effect.Effect<void>) =>
+      Effect.gen(function*() {
+        const head = yield* queue.head
+        // The wait is charged to the request at the head while it lasts.
+        const take = head.span === undefined
+          ? limiter.take
+          : Effect.withSpan(limiter.take, "sidecar.token_wait", {
+            parent: head.span,
+            captureStackTrace: false,
+            attributes: { "sidecar.priority": head.priority }
+          })
+        // A token at hand needs no waiting. Otherwise a low request at the head waits at most
+        // lowTimeout; if the head changes (it left, or a better one arrived) the wait starts over.
+        const { lowTimeout } = yield* queue.settings
+        const outcome = (yield* limiter.tryTake) ? "token" : yield* Effect.race(
+          head.priority === "low"
+            ? Effect.map(Effect.timeoutOption(take, lowTimeout), (t) => (Option.isSome(t) ? "token" as const : "expired" as const))
+            : Effect.as(take, "token" as const),
+          Effect.as(queue.headChanged(head), "changed" as const)
+        )
+        if (outcome === "expired") {
+          const retryAfterMs = yield* limiter.retryAfterMs
+          yield* queue.settle(head, { _tag: "Refused", error: new RateLimited({ reason: "low_priority_timeout", retryAfterMs }) })
+        }
+        if (outcome !== "token") return false
+        // Everyone may have left during the wait: the token and the slot wait for the next one.
+        const best = yield* queue.head
+        return yield* queue.settle(best, { _tag: "Admitted", release })
+      })
+
+    const step = Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        // Hold a slot only while someone waits: an idle dispatcher must not shrink the bound.
+        yield* restore(queue.head)
+        const release = yield* restore(inflight.acquire)
+        const admitted = yield* restore(admitOne(release)).pipe(Effect.onInterrupt(() => release))
+        if (!admitted) yield* release
+      })
+    )
+
+    yield* step.pipe(Effect.forever, Effect.forkScoped)
+  })
+)

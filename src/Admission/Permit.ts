@@ -1,0 +1,53 @@
+import type { Effect, Tracer } from "effect"
+import type { Priority } from "../Common/Priority.js"
+import type { LimiterSnapshot } from "./RateLimiter.js"
+
+/** What the data path tells admission about a request that wants to spend the key's quota. */
+export interface AdmissionRequest {
+  readonly priority: Priority
+  readonly model: string | undefined
+  /** The span the queue and token waits are charged to. */
+  readonly span?: Tracer.AnySpan | undefined
+  /** Set on a retry: it keeps its place ahead of newer requests, and its total wait is bounded. */
+  readonly retry?: RetryState | undefined
+}
+
+export interface RetryState {
+  readonly seq: number
+  readonly attempt: number
+  /** When the first attempt arrived: the queue timeout bounds the total wait. */
+  readonly arrivedAt: number
+}
+
+/** Leave to call upstream once. `finish` must run exactly once per permit. */
+export interface Permit {
+  readonly seq: number
+  /** 0 for the first call, 1 for the first retry, ... */
+  readonly attempt: number
+  /** Time this attempt spent waiting for admission. */
+  readonly waitedMs: number
+  /** The queue was full and the policy let the request skip it (it still took a token). */
+  readonly bypassed: boolean
+  /** Bucket state at admission, for the rate-limit response headers. */
+  readonly limits: LimiterSnapshot
+  /**
+   * Upstream statuses that may not reach the client before `finish` rules on them (their body
+   * is small and must be held): today, 429.
+   */
+  readonly mustConsult: (status: number) => boolean
+  readonly finish: (outcome: UpstreamOutcome) => Effect.Effect<Verdict>
+}
+
+export type UpstreamOutcome =
+  /** The upstream answered; `body` is given for consulted statuses only. */
+  | { readonly _tag: "Answered"; readonly status: number; readonly retryAfter: string | undefined; readonly body: string | undefined }
+  /** The call was made and got no HTTP answer (reset, timeout). */
+  | { readonly _tag: "Failed" }
+  /** The call never happened (the client left first): the token goes back. */
+  | { readonly _tag: "NotSent" }
+
+export type Verdict =
+  /** Relay the answer, with these headers added (a final 429's Retry-After, for one). */
+  | { readonly _tag: "Deliver"; readonly headers: Readonly<Record<string, string>> }
+  /** Drop the answer and acquire again with `next`. */
+  | { readonly _tag: "Retry"; readonly next: AdmissionRequest }

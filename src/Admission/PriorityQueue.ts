@@ -1,0 +1,160 @@
+import { Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Ref } from "effect"
+import { Evicted, InvalidPatch, QueueFull, RateLimited, ShuttingDown } from "../Common/Errors.js"
+import { rank, type Priority } from "../Common/Priority.js"
+import { SidecarConfig, type QueueFullPolicy } from "../SidecarConfig.js"
+import type { Ticket, TicketOutcome } from "./Ticket.js"
+import { TicketQueue } from "./TicketQueue.js"
+
+export interface QueueSettings {
+  readonly max: number
+  readonly policy: QueueFullPolicy
+  readonly lowTimeout: Duration.Duration
+}
+
+export interface QueueSnapshot extends QueueSettings {
+  readonly size: number
+  readonly byPriority: Readonly<Record<Priority, number>>
+  readonly enqueued: number
+  readonly dequeued: number
+  readonly dropped: number
+  readonly timedOut: number
+  readonly bypassed: number
+}
+
+/** Where a newcomer went: into the queue, or past a full one (`passthrough`). */
+export type Placement = "queued" | "bypass"
+
+/**
+ * The bounded 4-level queue of waiting requests and its full-queue policies, nothing else.
+ * Every ticket is settled exactly once (admitted, refused, or left) and leaves the queue then;
+ * deadlines are swept by one fiber, not a timer per ticket.
+ */
+export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<PriorityQueue, {
+  /** Places a newcomer per the full-queue policy; `drop_lowest` settles its victim as Evicted. */
+  readonly offer: (ticket: Ticket) => Effect.Effect<Placement, QueueFull | ShuttingDown>
+  /** Removes `ticket` and hands its waiter `outcome`; false when it was settled already. */
+  readonly settle: (ticket: Ticket, outcome: TicketOutcome) => Effect.Effect<boolean>
+  /** Open and nobody waiting: a newcomer would be first in line. */
+  readonly idle: Effect.Effect<boolean>
+  /** Waits until a request is waiting; returns the best one without removing it. */
+  readonly head: Effect.Effect<Ticket>
+  /** Completes once `ticket` is no longer the best waiting request. */
+  readonly headChanged: (ticket: Ticket) => Effect.Effect<void>
+  /** Answers every waiting request 503 and refuses new ones (shutdown). */
+  readonly close: Effect.Effect<void>
+  readonly settings: Effect.Effect<QueueSettings>
+  readonly configure: (change: Partial<QueueSettings>) => Effect.Effect<void, InvalidPatch>
+  readonly countBypass: Effect.Effect<void>
+  /** O(1): counters only, no copy of the queue. */
+  readonly snapshot: Effect.Effect<QueueSnapshot>
+}>() {
+  static readonly layer = Layer.scoped(
+    PriorityQueue,
+    Effect.gen(function*() {
+      const config = yield* SidecarConfig
+      const clock = yield* Effect.clock
+      const queue = new TicketQueue()
+      let closed = false
+      const settings = yield* Ref.make<QueueSettings>({ max: config.queueMax, policy: config.queueFullPolicy, lowTimeout: config.lowTimeout })
+      const counters = { enqueued: 0, dequeued: 0, dropped: 0, timedOut: 0, bypassed: 0 }
+      // Wakes the dispatcher when the best request changes, the sweeper when the first deadline does.
+      const headMoved = new Signal()
+      const deadlineMoved = new Signal()
+
+      const settleNow = (ticket: Ticket, outcome: TicketOutcome): boolean => {
+        if (ticket.outcome !== undefined) return false
+        ticket.outcome = outcome
+        const wasBest = queue.best() === ticket
+        if (queue.remove(ticket) && wasBest) headMoved.fire()
+        ticket.resume?.(outcome)
+        return true
+      }
+
+      const offer = (ticket: Ticket): Effect.Effect<Placement, QueueFull | ShuttingDown> =>
+        Effect.flatMap(Ref.get(settings), (s) =>
+          Effect.suspend((): Effect.Effect<Placement, QueueFull | ShuttingDown> => {
+            if (closed) return Effect.fail(new ShuttingDown())
+            if (queue.size >= s.max) {
+              if (s.policy === "passthrough") return Effect.succeed("bypass" as const)
+              const victim = s.policy === "drop_lowest" ? queue.worst() : undefined
+              if (victim === undefined || rank[victim.priority] <= rank[ticket.priority]) {
+                return Effect.fail(new QueueFull({ capacity: s.max }))
+              }
+              settleNow(victim, { _tag: "Refused", error: evicted })
+              counters.dropped++
+            }
+            queue.add(ticket)
+            counters.enqueued++
+            if (queue.best() === ticket) headMoved.fire()
+            if (queue.earliestDeadline() === ticket) deadlineMoved.fire()
+            return Effect.succeed("queued" as const)
+          }))
+
+      const settle = (ticket: Ticket, outcome: TicketOutcome) =>
+        Effect.sync(() => {
+          const done = settleNow(ticket, outcome)
+          if (done && outcome._tag === "Admitted") counters.dequeued++
+          if (done && outcome._tag === "Refused" && outcome.error._tag === "RateLimited") counters.dropped++
+          return done
+        })
+
+      const head: Effect.Effect<Ticket> = Effect.suspend(() => {
+        const best = queue.best()
+        return best !== undefined ? Effect.succeed(best) : Effect.zipRight(headMoved.wait, head)
+      })
+      const headChanged = (ticket: Ticket): Effect.Effect<void> =>
+        Effect.suspend(() => (queue.best() === ticket ? Effect.zipRight(headMoved.wait, headChanged(ticket)) : Effect.void))
+
+      // Expired requests get 429; the waiter adds the Retry-After it can compute.
+      const sweep = Effect.suspend(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        for (let t = queue.earliestDeadline(); t !== undefined && t.deadline <= now; t = queue.earliestDeadline()) {
+          settleNow(t, { _tag: "Refused", error: queueTimeout })
+          counters.timedOut++
+        }
+        const first = queue.earliestDeadline()
+        return first === undefined
+          ? deadlineMoved.wait
+          : Effect.timeoutOption(deadlineMoved.wait, Duration.millis(first.deadline - now))
+      })
+      yield* sweep.pipe(Effect.forever, Effect.forkScoped)
+
+      return PriorityQueue.of({
+        offer,
+        settle,
+        idle: Effect.sync(() => !closed && queue.size === 0),
+        head,
+        headChanged,
+        close: Effect.sync(() => {
+          closed = true
+          for (const ticket of queue.drain()) settleNow(ticket, { _tag: "Refused", error: shuttingDown })
+          headMoved.fire()
+        }),
+        settings: Ref.get(settings),
+        configure: (change) =>
+          Effect.suspend(() =>
+            change.max !== undefined && change.max < queue.size
+              ? Effect.fail(new InvalidPatch({ field: "queue_max_size", reason: `below the current depth (${queue.size})` }))
+              : Ref.update(settings, (s) => ({ ...s, ...change }))
+          ),
+        countBypass: Effect.sync(() => void counters.bypassed++),
+        snapshot: Effect.map(Ref.get(settings), (s) => ({ ...s, ...counters, size: queue.size, byPriority: queue.byPriority() }))
+      })
+    })
+  )
+}
+
+const evicted = new Evicted()
+const queueTimeout = new RateLimited({ reason: "queue_timeout", retryAfterMs: 0 })
+const shuttingDown = new ShuttingDown()
+
+/** A wake-up for whoever waits now; each `fire` releases the current waiters and arms a new one. */
+class Signal {
+  private current = Deferred.unsafeMake<void>(FiberId.none)
+  readonly wait: Effect.Effect<void> = Effect.suspend(() => Deferred.await(this.current))
+  fire(): void {
+    const fired = this.current
+    this.current = Deferred.unsafeMake<void>(FiberId.none)
+    Deferred.unsafeDone(fired, Exit.void)
+  }
+}

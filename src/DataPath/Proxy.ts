@@ -1,0 +1,280 @@
+import { Headers, HttpTraceContext } from "@effect/platform"
+import { Context, Effect, Either, Exit, FiberRef, LogLevel, Option, type Tracer } from "effect"
+import { randomUUID } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { Admission } from "../Admission/Admission.js"
+import type { AdmissionRequest, Permit, UpstreamOutcome } from "../Admission/Permit.js"
+import type { LimiterSnapshot } from "../Admission/RateLimiter.js"
+import { ClientGone, type SidecarError } from "../Common/Errors.js"
+import { toErrorResponse } from "../Common/ErrorResponse.js"
+import { fromHeader, type Priority } from "../Common/Priority.js"
+import { Metrics } from "../Observability/Metrics.js"
+import { SidecarConfig } from "../SidecarConfig.js"
+import { parseJsonBody, readBody, readSmall } from "./Body.js"
+import * as Bridge from "./Bridge.js"
+import { requestHeaders } from "./Headers.js"
+import { pipeUpstream, replyBuffered, writeError } from "./Reply.js"
+import { classify } from "./Routing.js"
+import { Upstream, type UpstreamRequest, type UpstreamResponse } from "./Upstream.js"
+
+// Endpoints whose body must be JSON; other `/v1/...` bodies must be JSON only when they say so.
+const jsonEndpoints = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])
+
+/** Status recorded for a request whose client went away before its answer (nginx's convention). */
+const CLIENT_CLOSED = 499
+
+/**
+ * The `/v1/...` handler: plain Node from socket to socket (body buffer, undici call, pipe),
+ * since an Effect fiber per request or per chunk costs 2-3x the CPU of the whole proxy (README,
+ * benchmarks). It asks admission through the bridge and follows its verdicts; it decides
+ * nothing itself. Runtime entries per request: acquire (limited requests only), then one at the
+ * end (permit.finish with metrics and the log line); a consulted 429 adds finish + acquire.
+ * `signal` aborts when the client leaves or shutdown runs out of time.
+ */
+export const makeProxy = Effect.gen(function*() {
+  const config = yield* SidecarConfig
+  const upstream = yield* Upstream
+  const admission = yield* Admission
+  const metrics = yield* Metrics
+  const bridge = yield* Bridge.make
+  const clock = yield* Effect.clock
+  const tracer = yield* Effect.tracer
+  const routing = { gatewayAliases: config.gatewayAliases, hasPassthrough: Option.isSome(config.passthroughUpstream) }
+  const tracing = yield* FiberRef.get(FiberRef.currentTracerEnabled)
+  // The level is fixed at start-up; below INFO the completion line is not even built.
+  const logCompleted = LogLevel.lessThanEqual(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)
+  const now = () => clock.unsafeCurrentTimeMillis()
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, signal: AbortSignal) => {
+    const started = now()
+    const priority = fromHeader(req.headers["x-priority"])
+    const trail = newTrail(priority, startSpan("sidecar.request", {
+      kind: "server",
+      parent: tracing ? incomingParent(req) : undefined,
+      attributes: { "http.request.method": req.method ?? "", "url.path": pathAndQuery, "sidecar.priority": priority }
+    }))
+    // A thrown bug still answers 500, frees the permit and is counted.
+    let status = 500
+    try {
+      status = answer(res, await route(req, res, pathAndQuery, trail, signal), signal)
+    } finally {
+      endSpan(trail.span, {
+        "http.response.status_code": status,
+        "sidecar.model": trail.model ?? "",
+        "sidecar.queue_wait_ms": trail.queueMs,
+        "sidecar.upstream_retries": trail.retries,
+        "sidecar.retreat_state": trail.limits?.mode ?? "normal"
+      })
+      void bridge.run(completed(trail, req, pathAndQuery, status, now() - started))
+    }
+  }
+
+  const route = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
+    const method = req.method ?? "GET"
+    let body: Buffer | null = null
+    if (method !== "GET" && method !== "HEAD") {
+      const read = await readBody(req, config.maxBodyBytes)
+      if (Either.isLeft(read)) return Either.left(read.left)
+      body = read.right
+    }
+    const path = pathAndQuery.split("?", 1)[0] ?? pathAndQuery
+    const mustBeJson = jsonEndpoints.has(path) || String(req.headers["content-type"] ?? "").includes("json")
+    const parsed = body !== null && mustBeJson ? parseJsonBody(body) : Either.right({ json: undefined, model: undefined })
+    if (Either.isLeft(parsed)) return Either.left(parsed.left)
+    trail.model = parsed.right.model
+    const routed = classify(trail.model, routing)
+    const request: UpstreamRequest = {
+      upstream: routed.upstream,
+      method,
+      pathAndQuery,
+      headers: requestHeaders(req.headers),
+      body: Option.match(routed.rewrittenModel, {
+        onNone: () => body,
+        onSome: (model) => Buffer.from(JSON.stringify({ ...parsed.right.json, model }))
+      })
+    }
+    if (routed.limited) return limited(res, request, trail, signal)
+    const sent = await send(request, signal, trail)
+    if (Either.isLeft(sent)) return Either.left(sent.left)
+    await pipeUpstream(res, sent.right, {})
+    return Either.right(sent.right.status)
+  }
+
+  // Admission's verdicts, followed: call when admitted, retry or deliver a consulted answer.
+  const limited = async (res: ServerResponse, request: UpstreamRequest, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
+    let next: AdmissionRequest = { priority: trail.priority, model: trail.model }
+    for (;;) {
+      const queueSpan = startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } })
+      const acquired = await bridge.run(admission.acquire({ ...next, span: queueSpan ?? trail.span }), signal)
+      endSpan(queueSpan)
+      if (Either.isLeft(acquired)) return Either.left(acquired.left)
+      const permit = acquired.right
+      trail.permit = permit
+      trail.limits = permit.limits
+      trail.queueMs += permit.waitedMs
+      trail.retries = permit.attempt
+      if (signal.aborted) return Either.left(clientGone)
+      const sent = await send(request, signal, trail)
+      if (Either.isLeft(sent)) {
+        trail.outcome = failed
+        return Either.left(sent.left)
+      }
+      const up = sent.right
+      if (!permit.mustConsult(up.status)) {
+        trail.outcome = { _tag: "Answered", status: up.status, retryAfter: undefined, body: undefined }
+        await pipeUpstream(res, up, limitHeaders(permit, trail))
+        return Either.right(up.status)
+      }
+      const body = await readSmall(up.body)
+      const verdict = await bridge.run(Effect.zipRight(recordUpstream(trail), permit.finish(consulted(up, body))))
+      trail.permit = undefined
+      if (Either.isLeft(verdict)) return Either.left(verdict.left)
+      if (verdict.right._tag === "Retry") {
+        next = verdict.right.next
+        continue
+      }
+      replyBuffered(res, up, body, { ...limitHeaders(permit, trail), ...verdict.right.headers })
+      return Either.right(up.status)
+    }
+  }
+
+  // The upstream call; with tracing on it carries our traceparent, with tracing off the
+  // client's own traceparent passes through untouched.
+  const send = async (request: UpstreamRequest, signal: AbortSignal, trail: Trail) => {
+    const span = startSpan("sidecar.upstream", { parent: trail.span, kind: "client", attributes: { "sidecar.provider": request.upstream } })
+    const traced = span === undefined
+      ? request
+      : { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span).traceparent ?? "" } }
+    const started = now()
+    const result = await upstream.send(traced, signal)
+    trail.upstream = { provider: request.upstream, status: Either.getOrUndefined(result)?.status ?? 0, seconds: (now() - started) / 1000 }
+    endSpan(span, { "http.response.status_code": trail.upstream.status })
+    return result
+  }
+
+  const recordUpstream = (trail: Trail) =>
+    Effect.suspend(() => {
+      const answered = trail.upstream
+      trail.upstream = undefined
+      return answered === undefined ? Effect.void : metrics.upstreamAnswered(answered.provider, answered.status, answered.seconds)
+    })
+
+  /** The end of a request in one runtime call: the permit's finish, metrics, the log line. */
+  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, totalMs: number) =>
+    Effect.gen(function*() {
+      yield* recordUpstream(trail)
+      if (trail.permit !== undefined) yield* trail.permit.finish(trail.outcome ?? notSent)
+      yield* metrics.requestCompleted(trail.priority, status)
+      if (!logCompleted) return
+      yield* Effect.logInfo({
+        msg: "request_completed",
+        request_id: headerValue(req.headers["x-request-id"]) ?? randomUUID(),
+        method: req.method,
+        path: pathAndQuery,
+        model: trail.model ?? null,
+        priority: trail.priority,
+        status,
+        queue_ms: trail.queueMs,
+        upstream_ms: Math.max(0, totalMs - trail.queueMs),
+        total_ms: totalMs,
+        retries: trail.retries,
+        retreat_state: trail.limits?.mode ?? null,
+        effective_rpm: trail.limits?.effectiveRpm ?? null
+      })
+    })
+
+  // Spans only exist when tracing is on; made by the tracer directly, not through the runtime.
+  const startSpan = (name: string, options: SpanStart): Tracer.Span | undefined => {
+    if (!tracing) return undefined
+    const span = tracer.span(name, Option.fromNullable(options.parent), Context.empty(), [], clock.unsafeCurrentTimeNanos(), options.kind ?? "internal")
+    for (const [key, value] of Object.entries(options.attributes)) span.attribute(key, value)
+    return span
+  }
+  const endSpan = (span: Tracer.Span | undefined, attributes: Record<string, unknown> = {}) => {
+    if (span === undefined) return
+    for (const [key, value] of Object.entries(attributes)) span.attribute(key, value)
+    span.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+  }
+
+  return handle
+})
+
+/** Writes the error answer, if there is still someone to write it to; returns the status to record. */
+const answer = (res: ServerResponse, outcome: Outcome, signal: AbortSignal): number =>
+  Either.match(outcome, {
+    onRight: (status) => status,
+    onLeft: (error) => {
+      if (error._tag === "ClientGone" || signal.aborted) return CLIENT_CLOSED
+      const response = toErrorResponse(error)
+      writeError(res, response)
+      return response.status
+    }
+  })
+
+const clientGone = new ClientGone()
+const failed: UpstreamOutcome = { _tag: "Failed" }
+const notSent: UpstreamOutcome = { _tag: "NotSent" }
+
+const consulted = (up: UpstreamResponse, body: Buffer): UpstreamOutcome => ({
+  _tag: "Answered",
+  status: up.status,
+  retryAfter: headerValue(up.headers["retry-after"]),
+  body: body.toString("utf8")
+})
+
+type Outcome = Either.Either<number, SidecarError | ClientGone>
+
+interface SpanStart {
+  readonly parent: Tracer.AnySpan | undefined
+  readonly kind?: Tracer.SpanKind
+  readonly attributes: Record<string, unknown>
+}
+
+/** What one request leaves behind for its metrics, log line and span. */
+interface Trail {
+  readonly priority: Priority
+  readonly span: Tracer.Span | undefined
+  model: string | undefined
+  queueMs: number
+  retries: number
+  /** Limiter state at the last admission: response headers, log line. */
+  limits: LimiterSnapshot | undefined
+  /** The permit not yet finished, and what to tell it. */
+  permit: Permit | undefined
+  outcome: UpstreamOutcome | undefined
+  /** The last upstream answer (status 0: none) not yet recorded. */
+  upstream: { readonly provider: string; readonly status: number; readonly seconds: number } | undefined
+}
+
+const newTrail = (priority: Priority, span: Tracer.Span | undefined): Trail => ({
+  priority,
+  span,
+  model: undefined,
+  queueMs: 0,
+  retries: 0,
+  limits: undefined,
+  permit: undefined,
+  outcome: undefined,
+  upstream: undefined
+})
+
+const limitHeaders = (permit: Permit, trail: Trail): Record<string, string> => {
+  const b = permit.limits
+  return {
+    "x-ratelimit-limit-requests": String(Math.round(b.effectiveRpm)),
+    "x-ratelimit-remaining-requests": String(Math.floor(b.tokens)),
+    "x-ratelimit-reset-requests": `${((b.nextTokenInMs + b.pausedForMs) / 1000).toFixed(3)}s`,
+    "x-sidecar-queue-wait-ms": String(Math.round(trail.queueMs)),
+    "x-sidecar-priority": trail.priority,
+    "x-sidecar-upstream-retries": String(trail.retries)
+  }
+}
+
+/** Continues the client's W3C trace when it sent one. */
+const incomingParent = (req: IncomingMessage): Tracer.ExternalSpan | undefined =>
+  req.headers.traceparent === undefined
+    ? undefined
+    : Option.getOrUndefined(HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: req.headers.traceparent })))
+
+const headerValue = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
+  typeof value === "string" && value.length > 0 && value.length <= 200 ? value : undefined

@@ -1,0 +1,29 @@
+import { type Deferred, Effect, Either } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { toErrorResponse } from "../Common/ErrorResponse.js"
+import { makeControlRoutes } from "../Control/ControlRoutes.js"
+import * as Bridge from "../DataPath/Bridge.js"
+import { makeProxy } from "../DataPath/Proxy.js"
+import { writeError } from "../DataPath/Reply.js"
+import { normalizePath } from "../DataPath/RequestPath.js"
+
+/** The proxy port's routing table: `/v1/...` takes the Node data path, the rest are control Effects. */
+export const makeRoutes = (draining: Deferred.Deferred<void>) =>
+  Effect.gen(function*() {
+    const proxy = yield* makeProxy
+    const control = yield* makeControlRoutes(draining)
+    const bridge = yield* Bridge.make
+
+    return async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
+      const url = req.url ?? "/"
+      const path = url.split("?", 1)[0] ?? url
+      if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/") || url.startsWith("//")) {
+        return Either.match(normalizePath(url), {
+          onLeft: (error) => writeError(res, toErrorResponse(error)),
+          onRight: (clean) => proxy(req, res, clean, signal)
+        })
+      }
+      const done = await bridge.run(control(req, res), signal)
+      if (Either.isLeft(done) && done.left._tag === "Defect") writeError(res, toErrorResponse(done.left))
+    }
+  })
