@@ -1,4 +1,4 @@
-import { Effect, Layer, Option } from "effect"
+import { Clock, Effect, Exit, Layer, Option } from "effect"
 import { RateLimited } from "../Common/Errors.js"
 import { Inflight } from "./Inflight.js"
 import { PriorityQueue } from "./PriorityQueue.js"
@@ -16,32 +16,35 @@ export const layer = Layer.scopedDiscard(
     const admitOne = (release: Effect.Effect<void>) =>
       Effect.gen(function*() {
         const head = yield* queue.head
-        // The wait is charged to the request at the head while it lasts.
-        const take = head.span === undefined
-          ? limiter.take
-          : Effect.withSpan(limiter.take, "sidecar.token_wait", {
-            parent: head.span,
-            captureStackTrace: false,
-            attributes: { "sidecar.priority": head.priority }
-          })
         // A token at hand needs no waiting. Otherwise a low request at the head waits at most
         // lowTimeout; if the head changes (it left, or a better one arrived) the wait starts over.
         const { lowTimeout } = yield* queue.settings
-        const outcome = (yield* limiter.tryTake) ? "token" : yield* Effect.race(
+        if (yield* limiter.tryTake) return yield* admitBest(release)
+        // The wait is charged to the request at the head while it lasts.
+        const span = head.span === undefined
+          ? undefined
+          : yield* Effect.makeSpan("sidecar.token_wait", { parent: head.span, captureStackTrace: false, attributes: { "sidecar.priority": head.priority } })
+        const outcome = yield* Effect.race(
           head.priority === "low"
-            ? Effect.map(Effect.timeoutOption(take, lowTimeout), (t) => (Option.isSome(t) ? "token" as const : "expired" as const))
-            : Effect.as(take, "token" as const),
+            ? Effect.map(Effect.timeoutOption(limiter.take, lowTimeout), (t) => (Option.isSome(t) ? "token" as const : "expired" as const))
+            : Effect.as(limiter.take, "token" as const),
           Effect.as(queue.headChanged(head), "changed" as const)
         )
+        if (span !== undefined) {
+          // Ended by hand, always OK: a wait that restarts is not an error (and carries no Effect internals).
+          span.attribute("sidecar.token_wait.outcome", outcome)
+          span.end(yield* Clock.currentTimeNanos, Exit.void)
+        }
         if (outcome === "expired") {
           const retryAfterMs = yield* limiter.retryAfterMs
           yield* queue.settle(head, { _tag: "Refused", error: new RateLimited({ reason: "low_priority_timeout", retryAfterMs }) })
         }
-        if (outcome !== "token") return false
-        // Everyone may have left during the wait: the token and the slot wait for the next one.
-        const best = yield* queue.head
-        return yield* queue.settle(best, { _tag: "Admitted", release })
+        return outcome === "token" ? yield* admitBest(release) : false
       })
+
+    // Everyone may have left during the wait: the token and the slot wait for the next one.
+    const admitBest = (release: Effect.Effect<void>) =>
+      Effect.flatMap(queue.head, (best) => queue.settle(best, { _tag: "Admitted", release }))
 
     const step = Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {

@@ -23,7 +23,9 @@ export class Readiness extends Context.Tag("sidecar/Readiness")<Readiness, {
         Effect.map((response) => response.status < 500),
         Effect.timeoutTo({ duration: "3 seconds", onTimeout: () => false, onSuccess: (ok) => ok }),
         Effect.scoped,
-        Effect.orElseSucceed(() => false)
+        Effect.orElseSucceed(() => false),
+        // A probe every few seconds is not a trace anyone wants exported.
+        Effect.withTracerEnabled(false)
       )
       return Readiness.of({ upstreamReachable: yield* Effect.cachedWithTTL(probe, "5 seconds") })
     })

@@ -8,6 +8,7 @@ import type { LimiterSnapshot } from "../Admission/RateLimiter.js"
 import { ClientGone, type SidecarError } from "../Common/Errors.js"
 import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { fromHeader, type Priority } from "../Common/Priority.js"
+import { clientAttributes, endExit, errorType, routeOf, serverAttributes } from "../Observability/HttpSpans.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../SidecarConfig.js"
 import { parseJsonBody, readBody, readSmall } from "./Body.js"
@@ -48,19 +49,24 @@ export const makeProxy = Effect.gen(function*() {
   const handle = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, signal: AbortSignal) => {
     const started = now()
     const priority = fromHeader(req.headers["x-priority"])
-    const trail = newTrail(priority, startSpan("sidecar.request", {
-      kind: "server",
-      parent: tracing ? incomingParent(req) : undefined,
-      attributes: { "http.request.method": req.method ?? "", "url.path": pathAndQuery, "sidecar.priority": priority }
-    }))
+    const path = pathAndQuery.split("?", 1)[0] ?? pathAndQuery
+    const route = routeOf(path)
+    const trail = newTrail(priority, route, tracing
+      ? startSpan(`${req.method ?? "GET"} ${route}`, {
+        kind: "server",
+        parent: incomingParent(req),
+        attributes: { ...serverAttributes(req, path, route), "sidecar.priority": priority }
+      })
+      : undefined)
     // A thrown bug still answers 500, frees the permit and is counted.
     let status = 500
     try {
-      status = answer(res, await route(req, res, pathAndQuery, trail, signal), signal)
+      status = answer(res, await forward(req, res, pathAndQuery, trail, signal), signal)
     } finally {
-      endSpan(trail.span, {
+      endSpan(trail.span, endExit("server", status), {
         "http.response.status_code": status,
-        "sidecar.model": trail.model ?? "",
+        ...(status >= 500 || status === 429 ? { "error.type": String(status) } : {}),
+        ...(trail.model === undefined ? {} : { "gen_ai.request.model": trail.model }),
         "sidecar.queue_wait_ms": trail.queueMs,
         "sidecar.upstream_retries": trail.retries,
         "sidecar.retreat_state": trail.limits?.mode ?? "normal"
@@ -69,7 +75,7 @@ export const makeProxy = Effect.gen(function*() {
     }
   }
 
-  const route = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
+  const forward = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
     const method = req.method ?? "GET"
     let body: Buffer | null = null
     if (method !== "GET" && method !== "HEAD") {
@@ -77,14 +83,14 @@ export const makeProxy = Effect.gen(function*() {
       if (Either.isLeft(read)) return Either.left(read.left)
       body = read.right
     }
-    const path = pathAndQuery.split("?", 1)[0] ?? pathAndQuery
-    const mustBeJson = jsonEndpoints.has(path) || String(req.headers["content-type"] ?? "").includes("json")
+    const mustBeJson = jsonEndpoints.has(trail.route) || String(req.headers["content-type"] ?? "").includes("json")
     const parsed = body !== null && mustBeJson ? parseJsonBody(body) : Either.right({ json: undefined, model: undefined })
     if (Either.isLeft(parsed)) return Either.left(parsed.left)
     trail.model = parsed.right.model
     const routed = classify(trail.model, routing)
     const request: UpstreamRequest = {
       upstream: routed.upstream,
+      model: Option.getOrElse(routed.rewrittenModel, () => trail.model),
       method,
       pathAndQuery,
       headers: requestHeaders(req.headers),
@@ -141,14 +147,26 @@ export const makeProxy = Effect.gen(function*() {
   // The upstream call; with tracing on it carries our traceparent, with tracing off the
   // client's own traceparent passes through untouched.
   const send = async (request: UpstreamRequest, signal: AbortSignal, trail: Trail) => {
-    const span = startSpan("sidecar.upstream", { parent: trail.span, kind: "client", attributes: { "sidecar.provider": request.upstream } })
+    const span = trail.span === undefined ? undefined : startSpan(`${request.method} ${trail.route}`, {
+      parent: trail.span,
+      kind: "client",
+      attributes: {
+        ...clientAttributes(request.method, upstream.target(request)),
+        ...(request.model === undefined ? {} : { "gen_ai.request.model": request.model }),
+        "sidecar.provider": request.upstream
+      }
+    })
     const traced = span === undefined
       ? request
       : { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span).traceparent ?? "" } }
     const started = now()
     const result = await upstream.send(traced, signal)
     trail.upstream = { provider: request.upstream, status: Either.getOrUndefined(result)?.status ?? 0, seconds: (now() - started) / 1000 }
-    endSpan(span, { "http.response.status_code": trail.upstream.status })
+    const status = trail.upstream.status
+    endSpan(span, endExit("client", status), {
+      ...(status === 0 ? {} : { "http.response.status_code": status }),
+      ...(errorType(status) === undefined ? {} : { "error.type": errorType(status) })
+    })
     return result
   }
 
@@ -190,10 +208,10 @@ export const makeProxy = Effect.gen(function*() {
     for (const [key, value] of Object.entries(options.attributes)) span.attribute(key, value)
     return span
   }
-  const endSpan = (span: Tracer.Span | undefined, attributes: Record<string, unknown> = {}) => {
+  const endSpan = (span: Tracer.Span | undefined, exit: Exit.Exit<void, unknown> = Exit.void, attributes: Record<string, unknown> = {}) => {
     if (span === undefined) return
     for (const [key, value] of Object.entries(attributes)) span.attribute(key, value)
-    span.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+    span.end(clock.unsafeCurrentTimeNanos(), exit)
   }
 
   return handle
@@ -233,6 +251,8 @@ interface SpanStart {
 /** What one request leaves behind for its metrics, log line and span. */
 interface Trail {
   readonly priority: Priority
+  /** `http.route`; also decides which bodies must be JSON. */
+  readonly route: string
   readonly span: Tracer.Span | undefined
   model: string | undefined
   queueMs: number
@@ -246,8 +266,9 @@ interface Trail {
   upstream: { readonly provider: string; readonly status: number; readonly seconds: number } | undefined
 }
 
-const newTrail = (priority: Priority, span: Tracer.Span | undefined): Trail => ({
+const newTrail = (priority: Priority, route: string, span: Tracer.Span | undefined): Trail => ({
   priority,
+  route,
   span,
   model: undefined,
   queueMs: 0,

@@ -11,6 +11,8 @@ export type UpstreamName = "primary" | "passthrough"
 
 export interface UpstreamRequest {
   readonly upstream: UpstreamName
+  /** The model id as sent (after prefix stripping), for traces and logs. */
+  readonly model: string | undefined
   readonly method: string
   readonly pathAndQuery: string
   readonly headers: HeaderRecord
@@ -31,6 +33,8 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
    * including while its body streams.
    */
   readonly send: (request: UpstreamRequest, signal: AbortSignal) => Promise<Either.Either<UpstreamResponse, UpstreamFailed | UpstreamTimeout>>
+  /** Where `request` goes (no credentials): for span attributes. */
+  readonly target: (request: UpstreamRequest) => URL
   /** `authorization` for side calls to the primary upstream, when a key is set. */
   readonly authorization: Option.Option<string>
 }>() {
@@ -65,7 +69,11 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
           (cause: unknown) => Either.left(toUpstreamError(cause))
         )
       }
-      return Upstream.of({ send, authorization })
+      const target = (request: UpstreamRequest) => {
+        const t = joinTo(bases[request.upstream], request.pathAndQuery)
+        return new URL(t.origin + t.path)
+      }
+      return Upstream.of({ send, target, authorization })
     })
   )
 
