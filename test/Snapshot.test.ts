@@ -14,6 +14,9 @@ const counted = (computations: Ref.Ref<number>) =>
         queueWait: () => Effect.void,
         upstreamAnswered: () => Effect.void,
         fallbackPassthrough: Effect.void,
+        requestDuration: () => Effect.void,
+        streamFirstByte: () => Effect.void,
+        tokensUsed: () => Effect.void,
         render: () => Effect.succeed({ contentType: "text/plain", body: "" }),
         requestCounts: Effect.as(Ref.updateAndGet(computations, (n) => n + 1), { total: 7, byStatus: { "200": 7 }, errors: 0, rateLimited: 0, currentRpm: 7 })
       })),
