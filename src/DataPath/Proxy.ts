@@ -14,7 +14,7 @@ import { SidecarConfig } from "../SidecarConfig.js"
 import { parseJsonBody, readBody, readSmall } from "./Body.js"
 import * as Bridge from "./Bridge.js"
 import { requestHeaders } from "./Headers.js"
-import { pipeUpstream, replyBuffered, writeError } from "./Reply.js"
+import { type Piped, pipeUpstream, replyBuffered, writeError } from "./Reply.js"
 import { classify } from "./Routing.js"
 import { Upstream, type UpstreamRequest, type UpstreamResponse } from "./Upstream.js"
 
@@ -63,15 +63,18 @@ export const makeProxy = Effect.gen(function*() {
     try {
       status = answer(res, await forward(req, res, pathAndQuery, trail, signal), signal)
     } finally {
+      const usage = trail.piped?.observed.usage
       endSpan(trail.span, endExit("server", status), {
         "http.response.status_code": status,
         ...(status >= 500 || status === 429 ? { "error.type": String(status) } : {}),
         ...(trail.model === undefined ? {} : { "gen_ai.request.model": trail.model }),
+        ...(trail.piped?.observed.model === undefined ? {} : { "gen_ai.response.model": trail.piped.observed.model }),
+        ...(usage === undefined ? {} : { "gen_ai.usage.input_tokens": usage.promptTokens, "gen_ai.usage.output_tokens": usage.completionTokens }),
         "sidecar.queue_wait_ms": trail.queueMs,
         "sidecar.upstream_retries": trail.retries,
         "sidecar.retreat_state": trail.limits?.mode ?? "normal"
       })
-      void bridge.run(completed(trail, req, pathAndQuery, status, now() - started))
+      void bridge.run(completed(trail, req, pathAndQuery, status, started))
     }
   }
 
@@ -102,7 +105,7 @@ export const makeProxy = Effect.gen(function*() {
     if (routed.limited) return limited(res, request, trail, signal)
     const sent = await send(request, signal, trail)
     if (Either.isLeft(sent)) return Either.left(sent.left)
-    await pipeUpstream(res, sent.right, {})
+    trail.piped = await pipeUpstream(res, sent.right, {}, now)
     return Either.right(sent.right.status)
   }
 
@@ -128,7 +131,7 @@ export const makeProxy = Effect.gen(function*() {
       const up = sent.right
       if (!permit.mustConsult(up.status)) {
         trail.outcome = { _tag: "Answered", status: up.status, retryAfter: undefined, body: undefined }
-        await pipeUpstream(res, up, limitHeaders(permit, trail))
+        trail.piped = await pipeUpstream(res, up, limitHeaders(permit, trail), now)
         return Either.right(up.status)
       }
       const body = await readSmall(up.body)
@@ -178,11 +181,16 @@ export const makeProxy = Effect.gen(function*() {
     })
 
   /** The end of a request in one runtime call: the permit's finish, metrics, the log line. */
-  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, totalMs: number) =>
+  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, started: number) =>
     Effect.gen(function*() {
+      const totalMs = now() - started
       yield* recordUpstream(trail)
       if (trail.permit !== undefined) yield* trail.permit.finish(trail.outcome ?? notSent)
       yield* metrics.requestCompleted(trail.priority, status)
+      yield* metrics.requestDuration(trail.priority, totalMs / 1000)
+      const piped = trail.piped
+      if (piped?.streamFirstByteAt !== undefined) yield* metrics.streamFirstByte(trail.priority, (piped.streamFirstByteAt - started) / 1000)
+      if (piped?.observed.usage !== undefined) yield* metrics.tokensUsed(piped.observed.usage.promptTokens, piped.observed.usage.completionTokens)
       if (!logCompleted) return
       yield* Effect.logInfo({
         msg: "request_completed",
@@ -259,6 +267,8 @@ interface Trail {
   retries: number
   /** Limiter state at the last admission: response headers, log line. */
   limits: LimiterSnapshot | undefined
+  /** What the relayed answer showed: stream timing and reported usage. */
+  piped: Piped | undefined
   /** The permit not yet finished, and what to tell it. */
   permit: Permit | undefined
   outcome: UpstreamOutcome | undefined
@@ -274,6 +284,7 @@ const newTrail = (priority: Priority, route: string, span: Tracer.Span | undefin
   queueMs: 0,
   retries: 0,
   limits: undefined,
+  piped: undefined,
   permit: undefined,
   outcome: undefined,
   upstream: undefined

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http"
 import type { UpstreamResponse } from "./Upstream.js"
 import type { ErrorResponse } from "../Common/ErrorResponse.js"
+import { makeUsageTap, type Observed } from "../Observability/Usage.js"
 import { responseHeaders } from "./Headers.js"
 
 export const writeJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -19,12 +20,19 @@ export const writeError = (res: ServerResponse, error: ErrorResponse): void => {
   res.end(error.body)
 }
 
+/** What passed through: when the first body byte of a stream went out, and the usage it reported. */
+export interface Piped {
+  readonly streamFirstByteAt: number | undefined
+  readonly observed: Observed
+}
+
 /**
  * Pipes an upstream answer to the client untouched, chunk by chunk; resolves when the response
  * is closed (finished or client gone), having destroyed the upstream body either way.
  * An upstream failure mid-SSE ends the stream with an `error` event and no `[DONE]`.
+ * A successful answer's bytes are read (never changed) for the usage they report.
  */
-export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>): Promise<void> =>
+export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>, now: () => number): Promise<Piped> =>
   new Promise((resolve) => {
     const headers = responseHeaders(up.headers)
     for (const name in extraHeaders) headers[name] = extraHeaders[name]!
@@ -33,6 +41,14 @@ export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHea
     res.writeHead(up.status, headers)
     if (sse) res.flushHeaders()
     const body = up.body
+    const tap = up.status < 300 ? makeUsageTap(up.headers["content-type"], up.headers["content-encoding"]) : undefined
+    let streamFirstByteAt: number | undefined
+    if (tap !== undefined || sse) {
+      body.on("data", (chunk: Buffer) => {
+        if (sse && streamFirstByteAt === undefined) streamFirstByteAt = now()
+        tap?.push(chunk)
+      })
+    }
     body.on("error", () => {
       if (sse && !res.destroyed) {
         res.end(`event: error\ndata: ${JSON.stringify(streamError)}\n\n`)
@@ -42,7 +58,7 @@ export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHea
     })
     res.on("close", () => {
       if (!body.destroyed) body.destroy()
-      resolve()
+      resolve({ streamFirstByteAt, observed: tap?.result() ?? nothingObserved })
     })
     body.pipe(res)
   })
@@ -57,5 +73,7 @@ export const replyBuffered = (res: ServerResponse, up: UpstreamResponse, body: B
   res.writeHead(up.status, headers)
   res.end(body)
 }
+
+const nothingObserved: Observed = { usage: undefined, model: undefined }
 
 const streamError = { error: { message: "Upstream stream failed", type: "upstream_error", code: "upstream_stream_error" } }

@@ -13,6 +13,12 @@ export interface GaugeValues {
   readonly mode: string
   readonly rate429: number
   readonly queueDepth: Readonly<Record<Priority, number>>
+  /** The configured (base) rate; the gauge reads 0 until a caller supplies it. */
+  readonly configuredRpm?: number
+  /** The rate limiter's estimate of the provider's quota; 0 = not known (yet). */
+  readonly quotaEstimateRpm?: number
+  /** The queue bound (`SIDECAR_QUEUE_MAX`, hot-changeable); 0 until a caller supplies it. */
+  readonly queueMax?: number
 }
 
 export interface RequestCounts {
@@ -32,6 +38,12 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
   /** One upstream answer (status) or failure (status 0 = no HTTP answer). */
   readonly upstreamAnswered: (provider: string, status: number, seconds: number) => Effect.Effect<void>
   readonly fallbackPassthrough: Effect.Effect<void>
+  /** Arrival to the end of the answer (last byte sent, or the client gone), whatever the status. */
+  readonly requestDuration: (priority: Priority, seconds: number) => Effect.Effect<void>
+  /** Arrival to the first body byte sent to the client, for streamed (SSE) answers only. */
+  readonly streamFirstByte: (priority: Priority, seconds: number) => Effect.Effect<void>
+  /** Token usage the upstream reported for one answer; negative or non-finite counts are ignored. */
+  readonly tokensUsed: (prompt: number, completion: number) => Effect.Effect<void>
   readonly requestCounts: Effect.Effect<RequestCounts>
   /** Prometheus text exposition with the gauges set to `gauges`. */
   readonly render: (gauges: GaugeValues) => Effect.Effect<{ readonly contentType: string; readonly body: string }>
@@ -52,6 +64,21 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
       const requestsFor = memo<Prom.Counter.Internal>()
       const queueLatencyFor = memo<Prom.Histogram.Internal<string>>()
       const upstreamLatencyFor = memo<Prom.Histogram.Internal<string>>()
+      const durationFor = memo<Prom.Histogram.Internal<string>>()
+      const firstByteFor = memo<Prom.Histogram.Internal<string>>()
+      const promptTokens = m.usageTokens.labels("prompt")
+      const completionTokens = m.usageTokens.labels("completion")
+      // Known label sets exist from the first scrape, so the first event is an increase.
+      for (const p of priorities) {
+        for (const status of ownStatuses) requestsFor(`${p}|${status}`, () => m.requests.labels(p, String(status))).inc(0)
+        m.queueLatency.zero({ priority: p })
+        m.requestDuration.zero({ priority: p })
+        m.streamFirstByte.zero({ priority: p })
+      }
+      m.upstreamLatency.zero({ provider: "primary" })
+      for (const status of upstreamErrorStatuses) m.upstreamErrors.inc({ status_code: String(status), provider: "primary" }, 0)
+      promptTokens.inc(0)
+      completionTokens.inc(0)
 
       return Metrics.of({
         requestCompleted: (priority, status) =>
@@ -67,6 +94,13 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
             if (status === 0 || status >= 400) m.upstreamErrors.inc({ status_code: String(status), provider })
           }),
         fallbackPassthrough: Effect.sync(() => m.fallback.inc()),
+        requestDuration: (priority, seconds) => Effect.sync(() => durationFor(priority, () => m.requestDuration.labels(priority)).observe(seconds)),
+        streamFirstByte: (priority, seconds) => Effect.sync(() => firstByteFor(priority, () => m.streamFirstByte.labels(priority)).observe(seconds)),
+        tokensUsed: (prompt, completion) =>
+          Effect.sync(() => {
+            if (countable(prompt)) promptTokens.inc(prompt)
+            if (countable(completion)) completionTokens.inc(completion)
+          }),
         requestCounts: Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => counts.read(now))),
         render: (g) =>
           Effect.promise(() => {
@@ -78,6 +112,9 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
             m.retreat.set(modeCode[g.mode] ?? 0)
             m.rate429.set(g.rate429)
             for (const p of priorities) m.queueDepth.set({ priority: p }, g.queueDepth[p])
+            if (g.configuredRpm !== undefined) m.configuredRpm.set(finiteOrZero(g.configuredRpm))
+            if (g.quotaEstimateRpm !== undefined) m.quotaEstimateRpm.set(finiteOrZero(g.quotaEstimateRpm))
+            if (g.queueMax !== undefined) m.queueMax.set(finiteOrZero(g.queueMax))
             return registry.metrics()
           }).pipe(Effect.map((body) => ({ contentType: registry.contentType, body })))
       })
@@ -85,7 +122,27 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
   )
 }
 
+/**
+ * `sidecar_requests_total` statuses created at zero for every priority: those the sidecar answers
+ * with itself (400 invalid request, 404 no route, 408 request too slow, 413 body too large,
+ * 429 rate limited, 431 headers too large, 499 client left first, 500 defect, 502/504 upstream
+ * failed / timed out, 503 queue full or shutting down) and 200, the usual upstream answer.
+ */
+export const ownStatuses = [200, 400, 404, 408, 413, 429, 431, 499, 500, 502, 503, 504] as const
+
+/**
+ * `sidecar_upstream_errors_total{provider="primary"}` status codes created at zero: no answer (0),
+ * throttled (429) and the server errors a gateway returns. Other codes appear on first use;
+ * `passthrough` only exists when configured, so its series appear on first use too.
+ */
+export const upstreamErrorStatuses = [0, 429, 500, 502, 503, 504] as const
+
 const modeCode: Readonly<Record<string, number>> = { normal: 0, retreat: 1, recover: 2 }
+
+const countable = (n: number): boolean => Number.isFinite(n) && n > 0
+
+// Some Prometheus tools reject NaN/Inf gauges; 0 stands for "unknown".
+const finiteOrZero = (n: number): number => (Number.isFinite(n) ? n : 0)
 
 function memo<V>(): (key: string, make: () => V) => V {
   const cache = new Map<string, V>()
@@ -135,6 +192,13 @@ function makeInstruments(registers: Prom.Registry) {
     uptime: new Prom.Gauge({ name: "sidecar_uptime_seconds", help: "Seconds since start", ...r }),
     retreat: new Prom.Gauge({ name: "sidecar_retreat_state", help: "Retreat state: 0 normal, 1 retreat, 2 recover", ...r }),
     effectiveRpm: new Prom.Gauge({ name: "sidecar_effective_rate_rpm", help: "Effective rate after retreat, requests per minute", ...r }),
-    rate429: new Prom.Gauge({ name: "sidecar_upstream_429_rate", help: "Share of upstream 429 answers over the last 60 s", ...r })
+    rate429: new Prom.Gauge({ name: "sidecar_upstream_429_rate", help: "Share of upstream 429 answers over the last 60 s", ...r }),
+    // Added after the seed; units and suffixes per the Prometheus naming conventions.
+    requestDuration: new Prom.Histogram({ name: "sidecar_request_duration_seconds", help: "Time from arrival to the end of the answer, by priority", labelNames: ["priority"], buckets: latencyBuckets, ...r }),
+    streamFirstByte: new Prom.Histogram({ name: "sidecar_stream_first_byte_seconds", help: "Time from arrival to the first body byte of a streamed answer, by priority", labelNames: ["priority"], buckets: latencyBuckets, ...r }),
+    usageTokens: new Prom.Counter({ name: "sidecar_usage_tokens_total", help: "Tokens the upstream reported in its usage, by type (prompt, completion)", labelNames: ["type"], ...r }),
+    configuredRpm: new Prom.Gauge({ name: "sidecar_configured_rate_rpm", help: "Configured rate limit, requests per minute", ...r }),
+    quotaEstimateRpm: new Prom.Gauge({ name: "sidecar_quota_estimate_rpm", help: "Estimated provider quota, requests per minute (0 = not known)", ...r }),
+    queueMax: new Prom.Gauge({ name: "sidecar_queue_max", help: "Queue bound: requests that may wait at once", ...r })
   }
 }

@@ -56,7 +56,9 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
             effectiveRpm: s.retreat.effective_rpm,
             mode: s.retreat.state,
             rate429: s.retreat.rate_429,
-            queueDepth: s.queue.by_priority
+            queueDepth: s.queue.by_priority,
+            configuredRpm: s.retreat.base_rpm,
+            queueMax: s.queue.max
           })
           res.writeHead(200, { "content-type": contentType })
           res.end(body)
