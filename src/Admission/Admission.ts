@@ -1,4 +1,4 @@
-import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import { Clock, Context, Duration, Effect, FiberRef, Layer, LogLevel, Option } from "effect"
 import { RateLimited, type AdmissionError } from "../Common/Errors.js"
 import { retryAfterHeaders } from "../Common/ErrorResponse.js"
 import { Metrics } from "../Observability/Metrics.js"
@@ -29,9 +29,17 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       // Arrival order within a level; a plain counter since taking a number cannot interleave.
       let lastSeq = 0
 
+      // DEBUG shows every decision; the level is fixed at start-up, so INFO pays nothing for it.
+      const debug = LogLevel.lessThanEqual(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
+      const decided = (request: AdmissionRequest, decision: string, fields: Record<string, unknown>) =>
+        debug
+          ? Effect.logDebug({ msg: "admission", decision, priority: request.priority, model: request.model ?? null, attempt: request.retry?.attempt ?? 0, ...fields })
+          : Effect.void
+
       const permit = (request: AdmissionRequest, seq: number, waitedMs: number, bypassed: boolean, release: Effect.Effect<void>) =>
         Effect.gen(function*() {
           const attempt = request.retry?.attempt ?? 0
+          yield* decided(request, waitedMs === 0 && !bypassed ? "immediate" : bypassed ? "bypassed_full_queue" : "dequeued", { seq, waited_ms: waitedMs })
           yield* metrics.queueWait(request.priority, waitedMs / 1000)
           const limits = yield* limiter.snapshot
           const finish = (outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
@@ -87,12 +95,14 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
               deadline: (request.retry?.arrivedAt ?? now) + queueTimeoutMs,
               span: request.span
             })
-            const placement = yield* queue.offer(ticket)
+            const placement = yield* queue.offer(ticket).pipe(Effect.tapError((error) => decided(request, "refused", { reason: error._tag })))
+            if (debug) yield* decided(request, placement, { seq: ticket.seq, depth: (yield* queue.snapshot).size })
             if (placement === "bypass") return yield* restore(bypass(request, ticket))
             const outcome = yield* restore(awaitTicket(ticket)).pipe(Effect.onInterrupt(() => leave(ticket)))
             const waitedMs = (yield* Clock.currentTimeMillis) - now
             if (outcome._tag === "Admitted") return yield* permit(request, ticket.seq, waitedMs, false, outcome.release)
             if (outcome._tag === "Left") return yield* Effect.interrupt
+            yield* decided(request, "refused", { seq: ticket.seq, reason: outcome.error._tag, waited_ms: waitedMs })
             if (outcome.error._tag === "RateLimited") {
               return yield* new RateLimited({ reason: outcome.error.reason, retryAfterMs: yield* limiter.retryAfterMs })
             }

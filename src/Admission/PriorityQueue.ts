@@ -40,8 +40,8 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
   readonly head: Effect.Effect<Ticket>
   /** Completes once `ticket` is no longer the best waiting request. */
   readonly headChanged: (ticket: Ticket) => Effect.Effect<void>
-  /** Answers every waiting request 503 and refuses new ones (shutdown). */
-  readonly close: Effect.Effect<void>
+  /** Answers every waiting request 503 and refuses new ones (shutdown); returns how many waited. */
+  readonly close: Effect.Effect<number>
   readonly settings: Effect.Effect<QueueSettings>
   readonly configure: (change: Partial<QueueSettings>) => Effect.Effect<void, InvalidPatch>
   readonly countBypass: Effect.Effect<void>
@@ -127,8 +127,10 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
         headChanged,
         close: Effect.sync(() => {
           closed = true
-          for (const ticket of queue.drain()) settleNow(ticket, { _tag: "Refused", error: shuttingDown })
+          const waiting = queue.drain()
+          for (const ticket of waiting) settleNow(ticket, { _tag: "Refused", error: shuttingDown })
           headMoved.fire()
+          return waiting.length
         }),
         settings: Ref.get(settings),
         configure: (change) =>

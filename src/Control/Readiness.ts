@@ -27,7 +27,17 @@ export class Readiness extends Context.Tag("sidecar/Readiness")<Readiness, {
         // A probe every few seconds is not a trace anyone wants exported.
         Effect.withTracerEnabled(false)
       )
-      return Readiness.of({ upstreamReachable: yield* Effect.cachedWithTTL(probe, "5 seconds") })
+      // One line per flip, not per probe.
+      let last: boolean | undefined
+      const logged = Effect.tap(probe, (reachable) => {
+        const flipped = last !== undefined && last !== reachable
+        last = reachable
+        if (!flipped) return Effect.void
+        return reachable
+          ? Effect.logInfo({ msg: "upstream_reachable", upstream: models.origin })
+          : Effect.logWarning({ msg: "upstream_unreachable", upstream: models.origin })
+      })
+      return Readiness.of({ upstreamReachable: yield* Effect.cachedWithTTL(logged, "5 seconds") })
     })
   )
 }

@@ -13,9 +13,16 @@ export type HeaderRecord = Record<string, string | Array<string>>
 /** Headers to send upstream: hop-by-hop and `Connection`-listed headers removed. */
 export const requestHeaders = (incoming: IncomingHttpHeaders): HeaderRecord => filter(incoming, requestDrop)
 
-/** Upstream response headers to pass back to the client. */
-export const responseHeaders = (incoming: IncomingHttpHeaders | Record<string, string | Array<string> | undefined>): HeaderRecord =>
-  filter(incoming, responseDrop)
+/** Upstream response headers to pass back to the client; the upstream's own request id keeps a name of its own. */
+export const responseHeaders = (incoming: IncomingHttpHeaders | Record<string, string | Array<string> | undefined>): HeaderRecord => {
+  const out = filter(incoming, responseDrop)
+  const upstreamId = out["x-request-id"]
+  if (upstreamId !== undefined) {
+    delete out["x-request-id"]
+    out["x-upstream-request-id"] = upstreamId
+  }
+  return out
+}
 
 function filter(incoming: Record<string, string | Array<string> | undefined>, drop: ReadonlySet<string>): HeaderRecord {
   const listed = connectionListed(incoming.connection)

@@ -1,6 +1,5 @@
 import { Headers, HttpTraceContext } from "@effect/platform"
 import { Context, Effect, Either, Exit, FiberRef, LogLevel, Option, type Tracer } from "effect"
-import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { Admission } from "../Admission/Admission.js"
 import type { AdmissionRequest, Permit, UpstreamOutcome } from "../Admission/Permit.js"
@@ -46,16 +45,16 @@ export const makeProxy = Effect.gen(function*() {
   const logCompleted = LogLevel.lessThanEqual(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)
   const now = () => clock.unsafeCurrentTimeMillis()
 
-  const handle = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, signal: AbortSignal) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, signal: AbortSignal, requestId: string) => {
     const started = now()
     const priority = fromHeader(req.headers["x-priority"])
     const path = pathAndQuery.split("?", 1)[0] ?? pathAndQuery
     const route = routeOf(path)
-    const trail = newTrail(priority, route, tracing
+    const trail = newTrail(requestId, priority, route, tracing
       ? startSpan(`${req.method ?? "GET"} ${route}`, {
         kind: "server",
         parent: incomingParent(req),
-        attributes: { ...serverAttributes(req, path, route), "sidecar.priority": priority }
+        attributes: { ...serverAttributes(req, path, route), "sidecar.priority": priority, "sidecar.request_id": requestId }
       })
       : undefined)
     // A thrown bug still answers 500, frees the permit and is counted.
@@ -96,7 +95,7 @@ export const makeProxy = Effect.gen(function*() {
       model: Option.getOrElse(routed.rewrittenModel, () => trail.model),
       method,
       pathAndQuery,
-      headers: requestHeaders(req.headers),
+      headers: { ...requestHeaders(req.headers), "x-request-id": trail.requestId },
       body: Option.match(routed.rewrittenModel, {
         onNone: () => body,
         onSome: (model) => Buffer.from(JSON.stringify({ ...parsed.right.json, model }))
@@ -164,7 +163,12 @@ export const makeProxy = Effect.gen(function*() {
       : { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span).traceparent ?? "" } }
     const started = now()
     const result = await upstream.send(traced, signal)
-    trail.upstream = { provider: request.upstream, status: Either.getOrUndefined(result)?.status ?? 0, seconds: (now() - started) / 1000 }
+    trail.upstream = {
+      provider: request.upstream,
+      status: Either.getOrUndefined(result)?.status ?? 0,
+      seconds: (now() - started) / 1000,
+      failure: Either.isLeft(result) ? (result.left._tag === "UpstreamTimeout" ? `timeout (${result.left.phase})` : result.left.reason) : undefined
+    }
     const status = trail.upstream.status
     endSpan(span, endExit("client", status), {
       ...(status === 0 ? {} : { "http.response.status_code": status }),
@@ -177,7 +181,17 @@ export const makeProxy = Effect.gen(function*() {
     Effect.suspend(() => {
       const answered = trail.upstream
       trail.upstream = undefined
-      return answered === undefined ? Effect.void : metrics.upstreamAnswered(answered.provider, answered.status, answered.seconds)
+      if (answered === undefined) return Effect.void
+      const recorded = metrics.upstreamAnswered(answered.provider, answered.status, answered.seconds)
+      // Throttling, server errors and no answer at all are worth a line each (never the body).
+      return answered.status !== 0 && answered.status < 500 && answered.status !== 429 ? recorded : Effect.zipRight(recorded, Effect.logWarning({
+        msg: "upstream_error",
+        request_id: trail.requestId,
+        provider: answered.provider,
+        status: answered.status,
+        ...(answered.failure === undefined ? {} : { error: answered.failure }),
+        duration_ms: Math.round(answered.seconds * 1000)
+      }))
     })
 
   /** The end of a request in one runtime call: the permit's finish, metrics, the log line. */
@@ -194,7 +208,8 @@ export const makeProxy = Effect.gen(function*() {
       if (!logCompleted) return
       yield* Effect.logInfo({
         msg: "request_completed",
-        request_id: headerValue(req.headers["x-request-id"]) ?? randomUUID(),
+        request_id: trail.requestId,
+        ...(trail.span === undefined ? {} : { trace_id: trail.span.traceId, span_id: trail.span.spanId }),
         method: req.method,
         path: pathAndQuery,
         model: trail.model ?? null,
@@ -258,6 +273,7 @@ interface SpanStart {
 
 /** What one request leaves behind for its metrics, log line and span. */
 interface Trail {
+  readonly requestId: string
   readonly priority: Priority
   /** `http.route`; also decides which bodies must be JSON. */
   readonly route: string
@@ -273,10 +289,11 @@ interface Trail {
   permit: Permit | undefined
   outcome: UpstreamOutcome | undefined
   /** The last upstream answer (status 0: none) not yet recorded. */
-  upstream: { readonly provider: string; readonly status: number; readonly seconds: number } | undefined
+  upstream: { readonly provider: string; readonly status: number; readonly seconds: number; readonly failure: string | undefined } | undefined
 }
 
-const newTrail = (priority: Priority, route: string, span: Tracer.Span | undefined): Trail => ({
+const newTrail = (requestId: string, priority: Priority, route: string, span: Tracer.Span | undefined): Trail => ({
+  requestId,
   priority,
   route,
   span,

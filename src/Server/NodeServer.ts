@@ -1,4 +1,4 @@
-import { Duration, Effect, Schema, type Scope } from "effect"
+import { Clock, Duration, Effect, Schema, type Scope } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { ShuttingDown } from "../Common/Errors.js"
 import { toErrorResponse } from "../Common/ErrorResponse.js"
@@ -52,13 +52,24 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
     const port = yield* Effect.acquireRelease(listen(server, options), () =>
       Effect.gen(function*() {
         draining = true
+        const startedAt = yield* Clock.currentTimeMillis
+        const running = inflight.size
+        yield* Effect.logInfo({ msg: "drain_started", server: options.name, inflight: running })
         server.close()
         server.closeIdleConnections()
         if (options.onDrain !== undefined) yield* options.onDrain
         // Finalizers run uninterruptibly: the wait must opt back in so the timeout can cut it.
         yield* Effect.interruptible(Effect.promise(() => Promise.all(inflight.keys()))).pipe(Effect.timeoutOption(options.drainTimeout))
+        const cut = inflight.size
         for (const controller of inflight.values()) controller.abort()
         server.closeAllConnections()
+        yield* (cut === 0 ? Effect.logInfo : Effect.logWarning)({
+          msg: "drain_finished",
+          server: options.name,
+          completed: running - cut,
+          cut_at_deadline: cut,
+          duration_ms: (yield* Clock.currentTimeMillis) - startedAt
+        })
       }))
     return { port }
   })

@@ -1,4 +1,5 @@
 import { type Deferred, Effect, Either } from "effect"
+import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { makeControlRoutes } from "../Control/ControlRoutes.js"
@@ -15,15 +16,22 @@ export const makeRoutes = (draining: Deferred.Deferred<void>) =>
     const bridge = yield* Bridge.make
 
     return async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
+      // Every answer carries the request's id, the client's own or a new one, to join logs and SDK errors.
+      const requestId = clientRequestId(req.headers["x-request-id"]) ?? randomUUID()
+      res.setHeader("x-request-id", requestId)
       const url = req.url ?? "/"
       const path = url.split("?", 1)[0] ?? url
       if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/") || url.startsWith("//")) {
         return Either.match(normalizePath(url), {
           onLeft: (error) => writeError(res, toErrorResponse(error)),
-          onRight: (clean) => proxy(req, res, clean, signal)
+          onRight: (clean) => proxy(req, res, clean, signal, requestId)
         })
       }
       const done = await bridge.run(control(req, res), signal)
       if (Either.isLeft(done) && done.left._tag === "Defect") writeError(res, toErrorResponse(done.left))
     }
   })
+
+/** A client's `x-request-id`, when it is a sane token (printable, at most 200 characters). */
+const clientRequestId = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
+  typeof value === "string" && /^[\x21-\x7e]{1,200}$/.test(value) ? value : undefined

@@ -27,7 +27,9 @@ export class ProxyServer extends Context.Tag("sidecar/ProxyServer")<ProxyServer,
         port: config.port,
         drainTimeout: config.drainTimeout,
         // Shutdown: readiness goes red, queued requests are answered 503, in-flight calls finish.
-        onDrain: Effect.zipRight(Deferred.succeed(draining, undefined), queue.close)
+        onDrain: Effect.zipRight(Deferred.succeed(draining, undefined), queue.close).pipe(
+          Effect.flatMap((queued) => Effect.logInfo({ msg: "queue_closed", answered_503: queued }))
+        )
       }, routes)
       yield* Effect.logInfo({ msg: "listening", server: "proxy", address: `http://${config.host}:${bound.port}` })
       return bound
