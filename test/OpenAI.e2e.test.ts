@@ -10,6 +10,7 @@ let client: OpenAI
 beforeAll(async () => {
   upstream = await MockUpstream.start()
   upstream.handler = (req, res) => {
+    if (req.url.startsWith("/v1/models/")) return json(res, 200, { id: decodeURIComponent(req.url.slice("/v1/models/".length)), object: "model", created: 0, owned_by: "nvidia" })
     if (req.url.startsWith("/v1/models")) return json(res, 200, { object: "list", data: [{ id: "deepseek-ai/deepseek-v4-pro", object: "model", created: 0, owned_by: "nvidia" }] })
     if (req.url === "/v1/embeddings") return json(res, 200, { object: "list", model: req.json?.model, data: [{ object: "embedding", index: 0, embedding: [0.1, 0.2] }], usage: { prompt_tokens: 1, total_tokens: 1 } })
     if (req.json?.model === "nvidia/always-429") return json(res, 429, { error: { message: "slow down", type: "rate_limit" } })
@@ -55,6 +56,36 @@ describe("the openai SDK through the sidecar", () => {
   it("lists and retrieves models", async () => {
     const page = await client.models.list()
     expect(page.data.map((m) => m.id)).toEqual(["deepseek-ai/deepseek-v4-pro"])
+  })
+
+  it("retrieves a model whose id holds a slash (the SDK sends %2F), gateway prefix stripped", async () => {
+    const before = upstream.received.length
+    expect((await client.models.retrieve("meta/llama-3.1-8b-instruct")).id).toBe("meta/llama-3.1-8b-instruct")
+    expect((await client.models.retrieve("nvidia/meta/llama-3.1-8b-instruct")).id).toBe("meta/llama-3.1-8b-instruct")
+    expect(upstream.received.slice(before).map((r) => r.url)).toEqual(["/v1/models/meta/llama-3.1-8b-instruct", "/v1/models/meta/llama-3.1-8b-instruct"])
+    // Decoding never opens a way out of /v1/models.
+    const escape = await client.models.retrieve("../../admin").catch((e: unknown) => e)
+    expect((escape as InstanceType<typeof OpenAI.APIError>).status).toBe(400)
+  })
+
+  it("gives the SDK a request id for every answer, errors included", async () => {
+    const { response, request_id } = await client.chat.completions.create({ model: "nvidia/x/y", messages: [] }).withResponse()
+    expect(response.status).toBe(200)
+    expect(request_id).toMatch(/^[0-9a-f-]{36}$/)
+    const error = await client.chat.completions.create({ model: "nvidia/always-429", messages: [] }).catch((e: unknown) => e)
+    expect((error as InstanceType<typeof OpenAI.APIError>).requestID).toMatch(/^[0-9a-f-]{36}$/)
+  })
+
+  it("does not let the SDK's own retries multiply a 429 the sidecar already retried", async () => {
+    const retrying = new OpenAI({ baseURL: `${sidecar.url}/v1`, apiKey: "k", maxRetries: 2 })
+    const before = upstream.received.length
+    const error = await retrying.chat.completions.create({ model: "nvidia/always-429", messages: [] }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError)
+    const headers = (error as InstanceType<typeof OpenAI.RateLimitError>).headers
+    expect(headers?.get("x-should-retry")).toBe("false")
+    expect(Number(headers?.get("retry-after-ms"))).toBeGreaterThan(0)
+    // One call plus the sidecar's one retry; the SDK's two retries would have made six.
+    expect(upstream.received.length - before).toBe(2)
   })
 
   it("surfaces an upstream 429 after the sidecar's own retries as RateLimitError with Retry-After", async () => {

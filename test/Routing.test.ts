@@ -48,6 +48,14 @@ describe("joinUpstream", () => {
 })
 
 describe("normalizePath", () => {
+  it("decodes the slash of a model id in /v1/models/{id} only, and still refuses traversal after decoding", () => {
+    expect(normalizePath("/v1/models/meta%2Fllama-3.1-8b-instruct")).toEqual(Either.right("/v1/models/meta/llama-3.1-8b-instruct"))
+    expect(normalizePath("/v1/models/nvidia%2Fmeta%2Fllama?x=1")).toEqual(Either.right("/v1/models/nvidia/meta/llama?x=1"))
+    for (const target of ["/v1/models/..%2F..%2Fadmin", "/v1/models/%2E%2E%2Fx", "/v1/chat%2Fcompletions", "/v1/models/a%5Cb"]) {
+      expect(Either.isLeft(normalizePath(target)), target).toBe(true)
+    }
+  })
+
   it("collapses duplicate slashes and keeps the query", () => {
     expect(normalizePath("/v1//models/?a=b")).toEqual(Either.right("/v1/models?a=b"))
   })
@@ -82,7 +90,7 @@ describe("headers", () => {
 
   it("keeps content-length on responses but drops transfer-encoding", () => {
     expect(responseHeaders({ "content-length": "5", "transfer-encoding": "chunked", "x-request-id": "r" }))
-      .toEqual({ "content-length": "5", "x-request-id": "r" })
+      .toEqual({ "content-length": "5", "x-upstream-request-id": "r" })
   })
 })
 
@@ -109,6 +117,8 @@ describe("toErrorResponse", () => {
     expect(body.error.code).toBe(code)
     expect(typeof body.error.message).toBe("string")
     expect(typeof body.error.type).toBe("string")
+    // Resending the same request cannot help on a 4xx of ours; it can on 429/5xx.
+    expect(r.headers["x-should-retry"]).toBe(status < 500 && status !== 429 ? "false" : undefined)
   })
 
   it("gives our own 429 and 503 Retry-After and retry-after-ms", () => {

@@ -2,6 +2,7 @@
 // refills it every 5 s, so these tests see the same arithmetic as production.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Ref, TestClock } from "effect"
+import { retryAfterMillis } from "../src/Common/ErrorResponse.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { bucketWith } from "./support/schedulerLayer.js"
 
@@ -191,30 +192,30 @@ describe("RateLimiter", () => {
     }).pipe(Effect.provide(TwoPerMinute)))
 })
 
-describe("RateLimiter.retryAfterMillis", () => {
+describe("retryAfterMillis", () => {
   const now = Date.parse("2025-01-01T00:00:00Z")
 
   it("reads seconds", () => {
-    assert.deepStrictEqual(RateLimiter.retryAfterMillis("120", now), Option.some(120_000))
-    assert.deepStrictEqual(RateLimiter.retryAfterMillis("0", now), Option.some(0))
-    assert.deepStrictEqual(RateLimiter.retryAfterMillis("1.5", now), Option.some(1_500))
+    assert.deepStrictEqual(retryAfterMillis("120", now), Option.some(120_000))
+    assert.deepStrictEqual(retryAfterMillis("0", now), Option.some(0))
+    assert.deepStrictEqual(retryAfterMillis("1.5", now), Option.some(1_500))
   })
 
   it("reads the first value of a repeated header", () => {
-    assert.deepStrictEqual(RateLimiter.retryAfterMillis(["5", "60"], now), Option.some(5_000))
+    assert.deepStrictEqual(retryAfterMillis(["5", "60"], now), Option.some(5_000))
   })
 
   it("reads an HTTP date relative to now", () => {
-    assert.deepStrictEqual(RateLimiter.retryAfterMillis("Wed, 01 Jan 2025 00:00:30 GMT", now), Option.some(30_000))
+    assert.deepStrictEqual(retryAfterMillis("Wed, 01 Jan 2025 00:00:30 GMT", now), Option.some(30_000))
   })
 
   it("treats an HTTP date in the past as no wait", () => {
-    assert.deepStrictEqual(RateLimiter.retryAfterMillis("Tue, 31 Dec 2024 23:59:00 GMT", now), Option.some(0))
+    assert.deepStrictEqual(retryAfterMillis("Tue, 31 Dec 2024 23:59:00 GMT", now), Option.some(0))
   })
 
   it("ignores missing, empty, negative and unparseable values", () => {
     for (const value of [undefined, "", "  ", "-1", "soon", []]) {
-      assert.isTrue(Option.isNone(RateLimiter.retryAfterMillis(value, now)), JSON.stringify(value))
+      assert.isTrue(Option.isNone(retryAfterMillis(value, now)), JSON.stringify(value))
     }
   })
 })

@@ -1,6 +1,6 @@
 import { Clock, Context, Duration, Effect, FiberRef, Layer, LogLevel, Option } from "effect"
 import { RateLimited, type AdmissionError } from "../Common/Errors.js"
-import { retryAfterHeaders } from "../Common/ErrorResponse.js"
+import { retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../SidecarConfig.js"
 import { Inflight } from "./Inflight.js"
@@ -61,13 +61,15 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           // An upstream 429 before any byte reached the client: slow down, honour Retry-After,
           // and retry with the same seq while retries last.
           yield* limiter.record("throttled")
-          const pause = RateLimiter.retryAfterMillis(outcome.retryAfter, yield* Clock.currentTimeMillis)
+          const pause = retryAfterMillis(outcome.retryAfter, yield* Clock.currentTimeMillis)
           if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
           if (attempt < config.maxRetries) {
             const arrivedAt = request.retry?.arrivedAt ?? (yield* Clock.currentTimeMillis)
             return { _tag: "Retry", next: { ...request, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
           }
-          return { _tag: "Deliver", headers: retryAfterHeaders(yield* limiter.retryAfterMs) } as const
+          // The sidecar already retried: a client's own retries would only multiply the calls.
+          const headers = retryAfterHeaders(yield* limiter.retryAfterMs)
+          return { _tag: "Deliver", headers: config.maxRetries > 0 ? { ...headers, "x-should-retry": "false" } : headers } as const
         })
 
       // An idle queue, a free slot and a token at hand admit at once: no ticket, no dispatcher.

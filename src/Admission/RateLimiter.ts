@@ -1,4 +1,4 @@
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Ref, Schedule } from "effect"
 import * as Retreat from "./Retreat.js"
 import { SlidingCounts } from "../Common/SlidingCounts.js"
 import { SidecarConfig } from "../SidecarConfig.js"
@@ -135,16 +135,6 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
       })
     })
   )
-
-  /** Parses an upstream `Retry-After` (seconds or HTTP date) into millis from `now`. */
-  static readonly retryAfterMillis = (value: string | ReadonlyArray<string> | undefined, now: number): Option.Option<number> => {
-    const raw = typeof value === "string" ? value : value?.[0]
-    if (raw === undefined || raw.trim() === "") return Option.none()
-    const seconds = Number(raw)
-    if (Number.isFinite(seconds)) return seconds >= 0 ? Option.some(seconds * 1000) : Option.none()
-    const at = Date.parse(raw)
-    return Number.isNaN(at) ? Option.none() : Option.some(Math.max(0, at - now))
-  }
 }
 
 interface State {

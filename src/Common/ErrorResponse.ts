@@ -1,3 +1,4 @@
+import { Option } from "effect"
 import type { SidecarError } from "./Errors.js"
 
 export interface ErrorResponse {
@@ -53,6 +54,16 @@ const rateLimitedMessage = {
   token_timeout: "No rate-limit token became available in time"
 } as const
 
+/** Parses a `Retry-After` (seconds or HTTP date) into millis from `now`. */
+export const retryAfterMillis = (value: string | ReadonlyArray<string> | undefined, now: number): Option.Option<number> => {
+  const raw = typeof value === "string" ? value : value?.[0]
+  if (raw === undefined || raw.trim() === "") return Option.none()
+  const seconds = Number(raw)
+  if (Number.isFinite(seconds)) return seconds >= 0 ? Option.some(seconds * 1000) : Option.none()
+  const at = Date.parse(raw)
+  return Number.isNaN(at) ? Option.none() : Option.some(Math.max(0, at - now))
+}
+
 /** `Retry-After` in whole seconds, at least 1. */
 export const retryAfterSeconds = (millis: number): string => String(Math.max(1, Math.ceil(millis / 1000)))
 
@@ -70,6 +81,9 @@ const openAiError = (
   headers: Record<string, string> = {}
 ): ErrorResponse => ({
   status,
-  headers: { "content-type": "application/json", ...headers },
+  headers: { "content-type": "application/json", ...(notRetryable.has(status) ? { "x-should-retry": "false" } : {}), ...headers },
   body: JSON.stringify({ error: { message, type, code } })
 })
+
+// The same request would fail the same way: SDKs (openai's honour `x-should-retry`) should not resend it.
+const notRetryable = new Set([400, 401, 403, 404, 405, 413, 431])

@@ -88,18 +88,18 @@ export const makeProxy = Effect.gen(function*() {
     const mustBeJson = jsonEndpoints.has(trail.route) || String(req.headers["content-type"] ?? "").includes("json")
     const parsed = body !== null && mustBeJson ? parseJsonBody(body) : Either.right({ json: undefined, model: undefined })
     if (Either.isLeft(parsed)) return Either.left(parsed.left)
-    trail.model = parsed.right.model
+    // `GET /v1/models/{id}` names its model in the path: same routing and prefix stripping as a body's.
+    const pathModel = trail.route === modelRoute ? pathAndQuery.slice(modelsPrefix.length).split("?", 1)[0] : undefined
+    trail.model = parsed.right.model ?? pathModel
     const routed = classify(trail.model, routing)
+    const rewritten = Option.getOrUndefined(routed.rewrittenModel)
     const request: UpstreamRequest = {
       upstream: routed.upstream,
-      model: Option.getOrElse(routed.rewrittenModel, () => trail.model),
+      model: rewritten ?? trail.model,
       method,
-      pathAndQuery,
+      pathAndQuery: rewritten !== undefined && pathModel !== undefined ? modelsPrefix + rewritten + pathAndQuery.slice(modelsPrefix.length + pathModel.length) : pathAndQuery,
       headers: { ...requestHeaders(req.headers), "x-request-id": trail.requestId },
-      body: Option.match(routed.rewrittenModel, {
-        onNone: () => body,
-        onSome: (model) => Buffer.from(JSON.stringify({ ...parsed.right.json, model }))
-      })
+      body: rewritten === undefined || pathModel !== undefined ? body : Buffer.from(JSON.stringify({ ...parsed.right.json, model: rewritten }))
     }
     if (routed.limited) return limited(res, request, trail, signal)
     const sent = await send(request, signal, trail)
@@ -141,7 +141,7 @@ export const makeProxy = Effect.gen(function*() {
         next = verdict.right.next
         continue
       }
-      replyBuffered(res, up, body, { ...limitHeaders(permit, trail), ...verdict.right.headers })
+      replyBuffered(res, up, body, { ...limitHeaders(permit, trail), ...verdict.right.headers }, now())
       return Either.right(up.status)
     }
   }
@@ -252,6 +252,8 @@ const answer = (res: ServerResponse, outcome: Outcome, signal: AbortSignal): num
     }
   })
 
+const modelRoute = "/v1/models/{model}"
+const modelsPrefix = "/v1/models/"
 const clientGone = new ClientGone()
 const failed: UpstreamOutcome = { _tag: "Failed" }
 const notSent: UpstreamOutcome = { _tag: "NotSent" }

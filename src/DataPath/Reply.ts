@@ -1,8 +1,9 @@
+import { Option } from "effect"
 import type { ServerResponse } from "node:http"
 import type { UpstreamResponse } from "./Upstream.js"
-import type { ErrorResponse } from "../Common/ErrorResponse.js"
+import { type ErrorResponse, retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
 import { makeUsageTap, type Observed } from "../Observability/Usage.js"
-import { responseHeaders } from "./Headers.js"
+import { type HeaderRecord, responseHeaders } from "./Headers.js"
 
 export const writeJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
   if (res.headersSent || res.destroyed) return
@@ -34,7 +35,7 @@ export interface Piped {
  */
 export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>, now: () => number): Promise<Piped> =>
   new Promise((resolve) => {
-    const headers = responseHeaders(up.headers)
+    const headers = withRetryAfter(up.status, responseHeaders(up.headers), now())
     for (const name in extraHeaders) headers[name] = extraHeaders[name]!
     const sse = String(headers["content-type"] ?? "").startsWith("text/event-stream")
     if (sse) headers["x-accel-buffering"] = "no"
@@ -64,14 +65,22 @@ export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHea
   })
 
 /** Relays an upstream answer that was read whole (consulted by admission), with extra headers. */
-export const replyBuffered = (res: ServerResponse, up: UpstreamResponse, body: Buffer, extraHeaders: Record<string, string>): void => {
+export const replyBuffered = (res: ServerResponse, up: UpstreamResponse, body: Buffer, extraHeaders: Record<string, string>, now: number): void => {
   if (res.headersSent || res.destroyed) return
-  const headers = responseHeaders(up.headers)
+  const headers = withRetryAfter(up.status, responseHeaders(up.headers), now)
   delete headers["content-length"]
   for (const name in extraHeaders) headers[name] = extraHeaders[name]!
   headers["content-length"] = String(body.length)
   res.writeHead(up.status, headers)
   res.end(body)
+}
+
+/** A relayed 429/503 tells the client when to come back in both spellings, from the upstream's own hint (or 1 s). */
+const withRetryAfter = (status: number, headers: HeaderRecord, now: number): HeaderRecord => {
+  if ((status !== 429 && status !== 503) || headers["retry-after-ms"] !== undefined) return headers
+  const hint = headers["retry-after"]
+  const ms = Option.getOrElse(retryAfterMillis(hint, now), () => 1000)
+  return { ...headers, ...retryAfterHeaders(ms) }
 }
 
 const nothingObserved: Observed = { usage: undefined, model: undefined }

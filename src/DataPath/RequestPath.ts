@@ -11,7 +11,9 @@ export const normalizePath = (target: string | undefined): Either.Either<string,
     return Either.left(new InvalidPath({ reason: "request target must be an origin-form path" }))
   }
   const queryAt = target.indexOf("?")
-  const rawPath = queryAt === -1 ? target : target.slice(0, queryAt)
+  // Model ids hold a slash (`meta/llama-3.1-8b-instruct`) and SDKs send it as %2F: decoded here,
+  // and only here, before the traversal checks below see the result.
+  const rawPath = modelSlashes(queryAt === -1 ? target : target.slice(0, queryAt))
   const query = queryAt === -1 ? "" : target.slice(queryAt)
   if (/%2f|%5c|\\/i.test(rawPath)) return Either.left(new InvalidPath({ reason: "encoded or back slashes are not allowed" }))
   let decoded: string
@@ -26,4 +28,11 @@ export const normalizePath = (target: string | undefined): Either.Either<string,
   }
   const collapsed = rawPath.split("/").filter((s) => s !== "").join("/")
   return Either.right(`/${collapsed}${query}`)
+}
+
+const modelsPrefix = /^\/v1\/+models\//
+
+function modelSlashes(rawPath: string): string {
+  const prefix = modelsPrefix.exec(rawPath)?.[0]
+  return prefix === undefined ? rawPath : prefix + rawPath.slice(prefix.length).replace(/%2f/gi, "/")
 }
