@@ -6,6 +6,7 @@ import { PriorityQueue } from "./Admission/PriorityQueue.js"
 import { RateLimiter } from "./Admission/RateLimiter.js"
 import { Readiness } from "./Control/Readiness.js"
 import { Snapshot } from "./Control/Snapshot.js"
+import { ModelCatalog } from "./DataPath/ModelCatalog.js"
 import { Upstream } from "./DataPath/Upstream.js"
 import { Metrics } from "./Observability/Metrics.js"
 import { MetricsServer, ProxyServer } from "./Server/Servers.js"
@@ -16,7 +17,10 @@ export const admission = Layer.merge(Admission.layer, Dispatcher.layer).pipe(
 )
 
 /** The upstream pool, shared by the data path and the side calls' HttpClient. Needs `SidecarConfig`. */
-export const upstream = Layer.merge(Upstream.layer, Upstream.httpClientLayer).pipe(Layer.provideMerge(Upstream.poolLayer))
+export const upstream = ModelCatalog.layer.pipe(
+  Layer.provideMerge(Layer.merge(Upstream.layer, Upstream.httpClientLayer)),
+  Layer.provideMerge(Upstream.poolLayer)
+)
 
 /** Every service, from the leaves up; each is built once and shared. Needs `SidecarConfig`. */
 export const services = Layer.merge(Snapshot.layer, Readiness.layer).pipe(

@@ -85,14 +85,18 @@ describe("proxying", () => {
     expect(await res.body.json()).toEqual({ error: { message: "bad model", type: "invalid_request_error" } })
   })
 
-  it("forwards model listing and catch-all paths with their query, unqueued", async () => {
-    upstream.handler = (req, res) => json(res, 200, { object: "list", url: req.url })
-    const res = await undiciRequest(`${sidecar.url}/v1/models?limit=2`)
-    expect(await res.body.json()).toEqual({ object: "list", url: "/v1/models?limit=2" })
-    expect(res.headers["x-sidecar-priority"]).toBeUndefined()
+  it("serves model listing from a short cache, so a flood of listings spends one upstream call", async () => {
+    upstream.handler = (req, res) => json(res, 200, { object: "list", data: [{ id: "meta/llama", object: "model", url: req.url }] })
+    for (let i = 0; i < 20; i++) {
+      const res = await undiciRequest(`${sidecar.url}/v1/models`)
+      expect(await res.body.json()).toEqual({ object: "list", data: [{ id: "meta/llama", object: "model", url: "/v1/models" }] })
+    }
+    expect(upstream.received.filter((r) => r.url === "/v1/models")).toHaveLength(1)
+    expect(upstream.received[0]!.headers.authorization).toBe("Bearer test-key")
+    upstream.received.length = 0
     const other = await undiciRequest(`${sidecar.url}/v1/files//abc`)
     await other.body.text()
-    expect(upstream.received[1]!.url).toBe("/v1/files/abc")
+    expect(upstream.received[0]!.url).toBe("/v1/files/abc")
   })
 
   it("marks limited answers with rate-limit headers", async () => {
@@ -255,6 +259,30 @@ describe("upstream failures", () => {
     } finally {
       await timing.close()
       await slow.close()
+    }
+  })
+
+  it("lists the passthrough upstream's models with the primary's, as routing serves them", async () => {
+    const other = await MockUpstream.start()
+    upstream.handler = (_req, res) => json(res, 200, { object: "list", data: [{ id: "meta/llama" }, { id: "shared/model" }] })
+    other.handler = (req, res) => json(res, 200, { object: "list", data: [{ id: "openai/gpt-4o", auth: req.headers.authorization }, { id: "shared/model" }] })
+    const split = await startSidecar({ upstream: upstream.url, passthroughUpstream: Option.some(other.url) })
+    try {
+      const res = await undiciRequest(`${split.url}/v1/models`, { headers: { authorization: "Bearer client-own" } })
+      expect(res.statusCode).toBe(200)
+      expect(await res.body.json()).toEqual({
+        object: "list",
+        data: [{ id: "meta/llama" }, { id: "shared/model" }, { id: "openai/gpt-4o", auth: "Bearer client-own" }]
+      })
+      // Only the primary's listing goes out with the sidecar's key.
+      expect(other.received[0]!.headers.authorization).toBe("Bearer client-own")
+      other.handler = (_req, res) => json(res, 500, {})
+      const degraded = await undiciRequest(`${split.url}/v1/models`)
+      expect(await degraded.body.json()).toEqual({ object: "list", data: [{ id: "meta/llama" }, { id: "shared/model" }] })
+    } finally {
+      await split.close()
+      await other.close()
+      upstream.received.length = 0
     }
   })
 

@@ -13,7 +13,8 @@ import { SidecarConfig } from "../SidecarConfig.js"
 import { parseJsonBody, readBody, readSmall } from "./Body.js"
 import * as Bridge from "./Bridge.js"
 import { requestHeaders } from "./Headers.js"
-import { type Piped, pipeUpstream, replyBuffered, writeError } from "./Reply.js"
+import { ModelCatalog } from "./ModelCatalog.js"
+import { type Piped, pipeUpstream, replyBuffered, writeError, writeJson } from "./Reply.js"
 import { classify } from "./Routing.js"
 import { Upstream, type UpstreamRequest, type UpstreamResponse } from "./Upstream.js"
 
@@ -35,6 +36,7 @@ export const makeProxy = Effect.gen(function*() {
   const config = yield* SidecarConfig
   const upstream = yield* Upstream
   const admission = yield* Admission
+  const catalog = yield* ModelCatalog
   const metrics = yield* Metrics
   const bridge = yield* Bridge.make
   const clock = yield* Effect.clock
@@ -79,6 +81,13 @@ export const makeProxy = Effect.gen(function*() {
 
   const forward = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
     const method = req.method ?? "GET"
+    if (method === "GET" && trail.route === "/v1/models") {
+      const auth = req.headers.authorization
+      const listed = await bridge.run(catalog.list(typeof auth === "string" ? auth : undefined), signal)
+      if (Either.isLeft(listed)) return Either.left(listed.left)
+      writeJson(res, 200, listed.right)
+      return Either.right(200)
+    }
     let body: Buffer | null = null
     if (method !== "GET" && method !== "HEAD") {
       const read = await readBody(req, config.maxBodyBytes)
