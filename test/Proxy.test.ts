@@ -109,6 +109,45 @@ describe("proxying", () => {
   })
 })
 
+describe("every path that spends the key is limited, every byte relayed", () => {
+  it("admits requests with no model, a non-string model, multipart bodies and catch-all paths through the limiter", async () => {
+    upstream.handler = (_req, res) => json(res, 200, { ok: true })
+    const answers = [
+      await undiciRequest(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }),
+      await undiciRequest(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"model":7}' }),
+      await undiciRequest(`${sidecar.url}/v1/audio/transcriptions`, {
+        method: "POST",
+        headers: { "content-type": "multipart/form-data; boundary=x" },
+        body: '--x\r\ncontent-disposition: form-data; name="model"\r\n\r\nnvidia/parakeet\r\n--x--\r\n'
+      }),
+      await undiciRequest(`${sidecar.url}/v1/files/abc`)
+    ]
+    for (const res of answers) {
+      await res.body.text()
+      expect(res.statusCode).toBe(200)
+      // Only admitted requests carry the limiter's headers.
+      expect(res.headers["x-sidecar-priority"]).toBe("normal")
+    }
+  })
+
+  it("relays the body byte for byte when it strips the gateway prefix", async () => {
+    const body = '{"model":"nvidia/deepseek-ai/r1","temperature":1e400,"seed":12345678901234567890,"x":-0}'
+    const res = await undiciRequest(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body })
+    await res.body.text()
+    expect(upstream.received.at(-1)?.body).toBe('{"model":"deepseek-ai/r1","temperature":1e400,"seed":12345678901234567890,"x":-0}')
+  })
+
+  it("answers a 10,000-deep body (and every other body) with a status, never a dropped socket", async () => {
+    const deep = `{"model":"nvidia/a/b","x":${"[".repeat(10_000)}${"]".repeat(10_000)}}`
+    const res = await undiciRequest(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: deep })
+    await res.body.text()
+    expect([200, 400]).toContain(res.statusCode)
+    const escaped = await undiciRequest(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"\\u006dodel":"nvidia/a/b"}' })
+    expect(escaped.statusCode).toBe(400)
+    expect(((await escaped.body.json()) as { error: { code: string } }).error.code).toBe("invalid_json")
+  })
+})
+
 describe("streaming", () => {
   it("delivers chunks as they arrive, not at once", async () => {
     upstream.handler = (_req, res) => sse(res, 20, 50)

@@ -27,8 +27,10 @@ describe("classify", () => {
       .toEqual({ limited: false, upstream: "passthrough", rewrittenModel: Option.none() })
   })
 
-  it("forwards requests without a model directly", () => {
-    expect(classify(undefined, { gatewayAliases: aliases, hasPassthrough: false }).limited).toBe(false)
+  it("limits requests without a model: they reach the primary upstream with the sidecar's key", () => {
+    for (const hasPassthrough of [false, true]) {
+      expect(classify(undefined, { gatewayAliases: aliases, hasPassthrough })).toMatchObject({ limited: true, upstream: "primary" })
+    }
   })
 })
 

@@ -3,7 +3,7 @@ import OpenAI from "openai"
 import { request } from "undici"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
-import { untilQueued } from "./support/Observe.js"
+import { until, untilQueued } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
 
 let upstream: MockUpstream
@@ -111,17 +111,23 @@ describe("priority through the openai SDK", () => {
       order.push(String(req.json?.user))
       json(res, 200, { id: "c", object: "chat.completion", created: 0, model: "m", choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }] })
     }
-    // 1200 RPM, burst 1: one admission every 50 ms while all 100 are queued.
-    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 1200, bucketCapacity: 1 })
+    // 1 RPM, burst 1: the first request takes the token and the other 99 queue; then the rate
+    // opens to 1200 RPM (one admission every 50 ms), so arrival timing cannot reorder them.
+    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 1, bucketCapacity: 1 })
     const client = new OpenAI({ baseURL: `${sidecar.url}/v1`, apiKey: "k", maxRetries: 0 })
     const levels = ["low", "normal", "high", "urgent"] as const
-    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => {
+    const pending = Promise.all(Array.from({ length: 100 }, (_, i) => {
       const priority = levels[(i * 7) % 4]!
       return client.chat.completions.create(
         { model: "nvidia/x", messages: [{ role: "user", content: "hi" }], user: `${priority}-${i}` },
         { headers: { "X-Priority": priority } }
       )
     }))
+    await until(async () => ((await (await request(`${sidecar!.url}/status`)).body.json()) as { queue: { size: number } }).queue.size === 99)
+    const opened = await request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ rate_rpm: 1200 }) })
+    expect(opened.statusCode).toBe(200)
+    await opened.body.text()
+    const results = await pending
     expect(results).toHaveLength(100)
     expect(order).toHaveLength(100)
     const rank = { urgent: 0, high: 1, normal: 2, low: 3 } as const

@@ -1,6 +1,5 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { Context, Effect, Layer, Option } from "effect"
-import { Upstream } from "../DataPath/Upstream.js"
+import { Context, Effect, Layer } from "effect"
 import { joinTo, upstreamBase } from "../DataPath/UpstreamUrl.js"
 import { SidecarConfig } from "../SidecarConfig.js"
 
@@ -12,14 +11,10 @@ export class Readiness extends Context.Tag("sidecar/Readiness")<Readiness, {
     Readiness,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
-      const { authorization } = yield* Upstream
       const client = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
       const models = joinTo(upstreamBase(config.upstream), "/v1/models")
-      const probe = client.execute(
-        HttpClientRequest.get(models.origin + models.path).pipe(
-          Option.isSome(authorization) ? HttpClientRequest.setHeader("authorization", authorization.value) : (r) => r
-        )
-      ).pipe(
+      // Sent without the key: any HTTP answer (401 included) proves reachability, and no quota is spent.
+      const probe = client.execute(HttpClientRequest.get(models.origin + models.path)).pipe(
         Effect.map((response) => response.status < 500),
         Effect.timeoutTo({ duration: "3 seconds", onTimeout: () => false, onSuccess: (ok) => ok }),
         Effect.scoped,

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { Admission } from "../Admission/Admission.js"
 import type { AdmissionRequest, Permit, UpstreamOutcome } from "../Admission/Permit.js"
 import type { LimiterSnapshot } from "../Admission/RateLimiter.js"
-import { ClientGone, type SidecarError } from "../Common/Errors.js"
+import { ClientGone, InvalidJson, type SidecarError } from "../Common/Errors.js"
 import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { fromHeader, type Priority } from "../Common/Priority.js"
 import { clientAttributes, endExit, errorType, routeOf, serverAttributes } from "../Observability/HttpSpans.js"
@@ -14,6 +14,7 @@ import { parseJsonBody, readBody, readSmall } from "./Body.js"
 import * as Bridge from "./Bridge.js"
 import { requestHeaders } from "./Headers.js"
 import { ModelCatalog } from "./ModelCatalog.js"
+import { replaceModel } from "./ModelRewrite.js"
 import { type Piped, pipeUpstream, replyBuffered, writeError, writeJson } from "./Reply.js"
 import { classify } from "./Routing.js"
 import { Upstream, type UpstreamRequest, type UpstreamResponse } from "./Upstream.js"
@@ -102,13 +103,15 @@ export const makeProxy = Effect.gen(function*() {
     trail.model = parsed.right.model ?? pathModel
     const routed = classify(trail.model, routing)
     const rewritten = Option.getOrUndefined(routed.rewrittenModel)
+    const sentBody = rewritten === undefined || pathModel !== undefined || body === null ? body : replaceModel(body, rewritten)
+    if (sentBody === undefined) return Either.left(new InvalidJson({ reason: "the model member could not be rewritten in place" }))
     const request: UpstreamRequest = {
       upstream: routed.upstream,
       model: rewritten ?? trail.model,
       method,
       pathAndQuery: rewritten !== undefined && pathModel !== undefined ? modelsPrefix + rewritten + pathAndQuery.slice(modelsPrefix.length + pathModel.length) : pathAndQuery,
       headers: { ...requestHeaders(req.headers), "x-request-id": trail.requestId },
-      body: rewritten === undefined || pathModel !== undefined ? body : Buffer.from(JSON.stringify({ ...parsed.right.json, model: rewritten }))
+      body: sentBody
     }
     if (routed.limited) return limited(res, request, trail, signal)
     const sent = await send(request, signal, trail)
@@ -147,6 +150,8 @@ export const makeProxy = Effect.gen(function*() {
       trail.permit = undefined
       if (Either.isLeft(verdict)) return Either.left(verdict.left)
       if (verdict.right._tag === "Retry") {
+        trail.upstreamMs += now() - (trail.callStartedAt ?? now())
+        trail.callStartedAt = undefined
         next = verdict.right.next
         continue
       }
@@ -171,6 +176,7 @@ export const makeProxy = Effect.gen(function*() {
       ? request
       : { ...request, headers: { ...request.headers, traceparent: HttpTraceContext.toHeaders(span).traceparent ?? "" } }
     const started = now()
+    trail.callStartedAt = started
     const result = await upstream.send(traced, signal)
     trail.upstream = {
       provider: request.upstream,
@@ -225,7 +231,7 @@ export const makeProxy = Effect.gen(function*() {
         priority: trail.priority,
         status,
         queue_ms: trail.queueMs,
-        upstream_ms: Math.max(0, totalMs - trail.queueMs),
+        upstream_ms: Math.round(trail.upstreamMs + (trail.callStartedAt === undefined ? 0 : now() - trail.callStartedAt)),
         total_ms: totalMs,
         retries: trail.retries,
         retreat_state: trail.limits?.mode ?? null,
@@ -291,6 +297,9 @@ interface Trail {
   readonly span: Tracer.Span | undefined
   model: string | undefined
   queueMs: number
+  /** Time spent in finished upstream calls (retried attempts), and when the current one began. */
+  upstreamMs: number
+  callStartedAt: number | undefined
   retries: number
   /** Limiter state at the last admission: response headers, log line. */
   limits: LimiterSnapshot | undefined
@@ -310,6 +319,8 @@ const newTrail = (requestId: string, priority: Priority, route: string, span: Tr
   span,
   model: undefined,
   queueMs: 0,
+  upstreamMs: 0,
+  callStartedAt: undefined,
   retries: 0,
   limits: undefined,
   piped: undefined,

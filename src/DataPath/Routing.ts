@@ -13,9 +13,13 @@ export interface RoutingConfig {
   readonly hasPassthrough: boolean
 }
 
-/** SPEC §3: gateway aliases are limited; other models are limited unless a passthrough upstream exists. */
+/**
+ * SPEC §3 and §12: gateway aliases go to the primary upstream, other models to the passthrough
+ * upstream when there is one. Whatever goes to the primary spends its key, so it is limited,
+ * with or without a model (catch-all paths, multipart bodies, a non-string model).
+ */
 export const classify = (model: string | undefined, config: RoutingConfig): Route => {
-  if (model === undefined) return { limited: false, upstream: "primary", rewrittenModel: Option.none() }
+  if (model === undefined) return { limited: true, upstream: "primary", rewrittenModel: Option.none() }
   const segments = model.split("/")
   const isGateway = config.gatewayAliases.includes((segments[0] ?? "").trim().toLowerCase())
   if (isGateway) {
