@@ -1,4 +1,4 @@
-import { Duration, Option } from "effect"
+import { Duration, Option, Redacted } from "effect"
 import { connect } from "node:net"
 import { Readable } from "node:stream"
 import { request as undiciRequest } from "undici"
@@ -344,6 +344,29 @@ describe("upstream failures", () => {
     } finally {
       await split.close()
       await other.close()
+    }
+  })
+})
+
+describe("the key in relayed error bodies", () => {
+  it("masks the key an upstream echoes in an error body, streamed or consulted, across chunk boundaries", async () => {
+    upstream.handler = (req, res) => {
+      res.writeHead(req.json?.model === "nvidia/limit" ? 429 : 401, { "content-type": "text/plain" })
+      // The key split over two writes, as a proxy in front of the upstream might send it.
+      const auth = String(req.headers.authorization)
+      res.write(`you sent ${auth.slice(0, 12)}`)
+      setTimeout(() => res.end(`${auth.slice(12)} which is wrong`), 20)
+    }
+    const own = await startSidecar({ upstream: upstream.url, apiKey: Option.some(Redacted.make("nvapi-secret-key-0123456789")), maxRetries: 0 })
+    try {
+      for (const model of ["nvidia/x", "nvidia/limit"]) {
+        const res = await undiciRequest(`${own.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model }) })
+        const text = await res.body.text()
+        expect(text).not.toContain("nvapi-secret-key-0123456789")
+        expect(text).toBe(`you sent Bearer ${"*".repeat("nvapi-secret-key-0123456789".length)} which is wrong`)
+      }
+    } finally {
+      await own.close()
     }
   })
 })

@@ -116,7 +116,7 @@ export const makeProxy = Effect.gen(function*() {
     if (routed.limited) return limited(res, request, trail, signal)
     const sent = await send(request, signal, trail)
     if (Either.isLeft(sent)) return Either.left(sent.left)
-    trail.piped = await pipeUpstream(res, sent.right, {}, now)
+    trail.piped = await pipeUpstream(res, sent.right, {}, now, secretFor(request))
     return Either.right(sent.right.status)
   }
 
@@ -142,7 +142,7 @@ export const makeProxy = Effect.gen(function*() {
       const up = sent.right
       if (!permit.mustConsult(up.status)) {
         trail.outcome = { _tag: "Answered", status: up.status, retryAfter: undefined, body: undefined }
-        trail.piped = await pipeUpstream(res, up, limitHeaders(permit, trail), now)
+        trail.piped = await pipeUpstream(res, up, limitHeaders(permit, trail), now, secretFor(request))
         return Either.right(up.status)
       }
       const body = await readSmall(up.body)
@@ -155,7 +155,7 @@ export const makeProxy = Effect.gen(function*() {
         next = verdict.right.next
         continue
       }
-      replyBuffered(res, up, body, { ...limitHeaders(permit, trail), ...verdict.right.headers }, now())
+      replyBuffered(res, up, body, { ...limitHeaders(permit, trail), ...verdict.right.headers }, now(), secretFor(request))
       return Either.right(up.status)
     }
   }
@@ -191,6 +191,9 @@ export const makeProxy = Effect.gen(function*() {
     })
     return result
   }
+
+  // Only the primary upstream gets the sidecar's key; a passthrough one gets the client's own.
+  const secretFor = (request: UpstreamRequest) => (request.upstream === "primary" ? upstream.keyBytes : undefined)
 
   const recordUpstream = (trail: Trail) =>
     Effect.suspend(() => {

@@ -4,6 +4,7 @@ import type { UpstreamResponse } from "./Upstream.js"
 import { type ErrorResponse, retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
 import { makeUsageTap, type Observed } from "../Observability/Usage.js"
 import { type HeaderRecord, responseHeaders } from "./Headers.js"
+import { scrub, scrubStream } from "./Scrub.js"
 
 export const writeJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
   if (res.headersSent || res.destroyed) return
@@ -33,7 +34,13 @@ export interface Piped {
  * An upstream failure mid-SSE ends the stream with an `error` event and no `[DONE]`.
  * A successful answer's bytes are read (never changed) for the usage they report.
  */
-export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHeaders: Record<string, string>, now: () => number): Promise<Piped> =>
+export const pipeUpstream = (
+  res: ServerResponse,
+  up: UpstreamResponse,
+  extraHeaders: Record<string, string>,
+  now: () => number,
+  secret: Buffer | undefined
+): Promise<Piped> =>
   new Promise((resolve) => {
     const headers = withRetryAfter(up.status, responseHeaders(up.headers), now())
     for (const name in extraHeaders) headers[name] = extraHeaders[name]!
@@ -61,18 +68,27 @@ export const pipeUpstream = (res: ServerResponse, up: UpstreamResponse, extraHea
       if (!body.destroyed) body.destroy()
       resolve({ streamFirstByteAt, observed: tap?.result() ?? nothingObserved })
     })
-    body.pipe(res)
+    // An error body may echo the key the upstream received: it never reaches the client.
+    if (up.status >= 300 && secret !== undefined) body.pipe(scrubStream(secret)).pipe(res)
+    else body.pipe(res)
   })
 
 /** Relays an upstream answer that was read whole (consulted by admission), with extra headers. */
-export const replyBuffered = (res: ServerResponse, up: UpstreamResponse, body: Buffer, extraHeaders: Record<string, string>, now: number): void => {
+export const replyBuffered = (
+  res: ServerResponse,
+  up: UpstreamResponse,
+  body: Buffer,
+  extraHeaders: Record<string, string>,
+  now: number,
+  secret: Buffer | undefined
+): void => {
   if (res.headersSent || res.destroyed) return
   const headers = withRetryAfter(up.status, responseHeaders(up.headers), now)
   delete headers["content-length"]
   for (const name in extraHeaders) headers[name] = extraHeaders[name]!
   headers["content-length"] = String(body.length)
   res.writeHead(up.status, headers)
-  res.end(body)
+  res.end(secret === undefined ? body : scrub(body, secret))
 }
 
 /** A relayed 429/503 tells the client when to come back in both spellings, from the upstream's own hint (or 1 s). */

@@ -35,6 +35,8 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
   readonly send: (request: UpstreamRequest, signal: AbortSignal) => Promise<Either.Either<UpstreamResponse, UpstreamFailed | UpstreamTimeout>>
   /** Where `request` goes (no credentials): for span attributes. */
   readonly target: (request: UpstreamRequest) => URL
+  /** The key's bytes, only to mask them in relayed error bodies; undefined without a key. */
+  readonly keyBytes: Buffer | undefined
   /** `authorization` for side calls to the primary upstream, when a key is set. */
   readonly authorization: Option.Option<string>
 }>() {
@@ -73,7 +75,8 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
         const t = joinTo(bases[request.upstream], request.pathAndQuery)
         return new URL(t.origin + t.path)
       }
-      return Upstream.of({ send, target, authorization })
+      const keyBytes = Option.getOrUndefined(Option.map(config.apiKey, (key) => Buffer.from(Redacted.value(key))))
+      return Upstream.of({ send, target, authorization, keyBytes })
     })
   )
 
