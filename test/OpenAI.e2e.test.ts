@@ -99,6 +99,20 @@ describe("the openai SDK through the sidecar", () => {
     expect(upstream.received.length - before).toBe(2)
   })
 
+  it("lets the SDK read a 413 for an oversized upload, once, instead of a broken pipe and retries", async () => {
+    const small = await startSidecar({ upstream: upstream.url, maxBodyBytes: 64 * 1024 })
+    try {
+      const retrying = new OpenAI({ baseURL: `${small.url}/v1`, apiKey: "k", maxRetries: 2 })
+      const before = upstream.received.length
+      const error = await retrying.chat.completions.create({ model: "nvidia/x", messages: [{ role: "user", content: "x".repeat(1024 * 1024) }] }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(413)
+      expect(upstream.received.length - before).toBe(0)
+    } finally {
+      await small.close()
+    }
+  })
+
   it("surfaces our own errors as the SDK's typed errors", async () => {
     // No queue and one token: the first call is admitted (and finds the upstream down), the second finds no room.
     const down = await startSidecar({ upstream: "http://127.0.0.1:9/v1", queueMax: 0, queueFullPolicy: "reject", rateRpm: 1, bucketCapacity: 1 })

@@ -19,6 +19,8 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
       return openAiError(413, "invalid_request_error", "body_too_large", `Request body exceeds ${error.limitBytes} bytes`, {
         connection: "close"
       })
+    case "RequestTimeout":
+      return openAiError(408, "invalid_request_error", "request_timeout", `The request ${error.phase} arrived too slowly`, { connection: "close" })
     case "RouteNotFound":
       return openAiError(404, "invalid_request_error", "not_found", `No route for ${error.method} ${error.path}`)
     case "UpstreamFailed":

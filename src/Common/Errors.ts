@@ -13,6 +13,11 @@ export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()("BodyTooLar
   limitBytes: Schema.Number
 }) {}
 
+/** The client sent its request too slowly: headers or body stalled. */
+export class RequestTimeout extends Schema.TaggedError<RequestTimeout>()("RequestTimeout", {
+  phase: Schema.Literal("headers", "body")
+}) {}
+
 export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
   method: Schema.String,
   path: Schema.String
@@ -67,6 +72,7 @@ export type SidecarError =
   | InvalidPath
   | InvalidJson
   | BodyTooLarge
+  | RequestTimeout
   | RouteNotFound
   | UpstreamFailed
   | UpstreamTimeout

@@ -62,7 +62,7 @@ export const makeAdmin = Effect.gen(function*() {
   const apply = (req: IncomingMessage) =>
     Effect.gen(function*() {
       yield* authorize(req)
-      const body = yield* Effect.flatten(Effect.promise(() => readBody(req, 64 * 1024)))
+      const body = yield* Effect.flatten(Effect.promise(() => readBody(req, { maxBytes: 64 * 1024, idleMs: 10_000 })))
       const { json } = yield* parseJsonBody(body)
       const patch = yield* Schema.decodeUnknownEither(Patch, { onExcessProperty: "error" })(json).pipe(
         Either.mapLeft(toInvalidPatch)

@@ -1,47 +1,51 @@
 import { Either } from "effect"
 import type { IncomingMessage } from "node:http"
 import type { Readable } from "node:stream"
-import { BodyTooLarge, ClientGone, InvalidJson } from "../Common/Errors.js"
+import { BodyTooLarge, ClientGone, InvalidJson, RequestTimeout } from "../Common/Errors.js"
 
-/** Buffers the request body; refuses by `content-length` before reading, or as soon as the limit is crossed. */
-export const readBody = (req: IncomingMessage, limitBytes: number): Promise<Either.Either<Buffer, BodyTooLarge | ClientGone>> =>
+export interface BodyLimits {
+  readonly maxBytes: number
+  /** Longest silence while the body arrives (408). */
+  readonly idleMs: number
+}
+
+/**
+ * Buffers the request body. Past `maxBytes` it keeps reading and discarding (up to a budget)
+ * so the client, still uploading, is there to read the 413 instead of a broken pipe; a body
+ * declared far larger than the budget is refused before reading. A stalled upload gets 408.
+ */
+export const readBody = (req: IncomingMessage, limits: BodyLimits): Promise<Either.Either<Buffer, BodyTooLarge | RequestTimeout | ClientGone>> =>
   new Promise((resolve) => {
-    const declared = Number(req.headers["content-length"])
-    if (declared > limitBytes) {
-      resolve(Either.left(new BodyTooLarge({ limitBytes })))
+    const drainBudget = Math.min(64 * 1024 * 1024, 4 * limits.maxBytes)
+    const tooLarge = new BodyTooLarge({ limitBytes: limits.maxBytes })
+    if (Number(req.headers["content-length"]) > limits.maxBytes + drainBudget) {
+      resolve(Either.left(tooLarge))
       return
     }
     const chunks: Array<Buffer> = []
     let size = 0
-    const onData = (chunk: Buffer) => {
-      size += chunk.length
-      if (size > limitBytes) {
-        cleanup()
-        req.pause()
-        resolve(Either.left(new BodyTooLarge({ limitBytes })))
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = () => {
-      cleanup()
-      resolve(Either.right(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
-    }
-    // An aborted upload never ends: it closes (or errors) instead.
-    const onGone = () => {
-      cleanup()
-      resolve(Either.left(new ClientGone()))
-    }
-    const cleanup = () => {
+    const settle = (outcome: Either.Either<Buffer, BodyTooLarge | RequestTimeout | ClientGone>) => {
       req.off("data", onData)
       req.off("end", onEnd)
       req.off("close", onGone)
       req.off("error", onGone)
+      req.setTimeout(0)
+      resolve(outcome)
     }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size <= limits.maxBytes) chunks.push(chunk)
+      else if (size > limits.maxBytes + drainBudget) settle(Either.left(tooLarge))
+    }
+    const onEnd = () =>
+      settle(size > limits.maxBytes ? Either.left(tooLarge) : Either.right(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
+    // An aborted upload never ends: it closes (or errors) instead.
+    const onGone = () => settle(Either.left(new ClientGone()))
     req.on("data", onData)
     req.on("end", onEnd)
     req.on("close", onGone)
     req.on("error", onGone)
+    req.setTimeout(limits.idleMs, () => settle(Either.left(new RequestTimeout({ phase: "body" }))))
   })
 
 export interface JsonBody {

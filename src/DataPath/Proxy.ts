@@ -91,7 +91,7 @@ export const makeProxy = Effect.gen(function*() {
     }
     let body: Buffer | null = null
     if (method !== "GET" && method !== "HEAD") {
-      const read = await readBody(req, config.maxBodyBytes)
+      const read = await readBody(req, { maxBytes: config.maxBodyBytes, idleMs: 30_000 })
       if (Either.isLeft(read)) return Either.left(read.left)
       body = read.right
     }
