@@ -248,6 +248,22 @@ describe("errors", () => {
     expect(upstream.received.filter((r) => r.method === "POST")).toHaveLength(0)
   })
 
+  it("delivers the answer of a valid request even when garbage follows it on the same connection", async () => {
+    const body = JSON.stringify({ model: "nvidia/x" })
+    const answer = await raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}\x01\x02 NOT HTTP\r\n\r\n`)
+    expect(answer).toMatch(/^HTTP\/1.1 200/)
+    expect(answer).toContain("chatcmpl-mock")
+    expect(upstream.received).toHaveLength(1)
+  })
+
+  it("answers garbage alone with a 400 body, and too many headers with 431", async () => {
+    expect(await raw("\x01\x02 NOT HTTP\r\n\r\n")).toMatch(/^HTTP\/1.1 400[^]*invalid_path/)
+    const headers = Array.from({ length: 150 }, (_, i) => `x-h${i}: v`).join("\r\n")
+    const many = await raw(`GET /v1/files HTTP/1.1\r\nHost: x\r\n${headers}\r\nConnection: close\r\n\r\n`)
+    expect(many).toMatch(/^HTTP\/1.1 431[^]*headers_too_large/)
+    expect(upstream.received).toHaveLength(0)
+  })
+
   it("answers 400 with an OpenAI error body for invalid JSON", async () => {
     const res = await post("/v1/chat/completions", "{not json")
     expect(res.statusCode).toBe(400)

@@ -21,6 +21,8 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
       })
     case "RequestTimeout":
       return openAiError(408, "invalid_request_error", "request_timeout", `The request ${error.phase} arrived too slowly`, { connection: "close" })
+    case "TooManyHeaders":
+      return openAiError(431, "invalid_request_error", "headers_too_large", `Request headers exceed the limit (${error.limit} headers)`, { connection: "close" })
     case "RouteNotFound":
       return openAiError(404, "invalid_request_error", "not_found", `No route for ${error.method} ${error.path}`)
     case "UpstreamFailed":

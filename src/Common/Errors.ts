@@ -18,6 +18,11 @@ export class RequestTimeout extends Schema.TaggedError<RequestTimeout>()("Reques
   phase: Schema.Literal("headers", "body")
 }) {}
 
+/** More request headers than SIDECAR_MAX_HEADERS, or a head too large to parse. */
+export class TooManyHeaders extends Schema.TaggedError<TooManyHeaders>()("TooManyHeaders", {
+  limit: Schema.Number
+}) {}
+
 export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
   method: Schema.String,
   path: Schema.String
@@ -73,6 +78,7 @@ export type SidecarError =
   | InvalidJson
   | BodyTooLarge
   | RequestTimeout
+  | TooManyHeaders
   | RouteNotFound
   | UpstreamFailed
   | UpstreamTimeout

@@ -54,7 +54,7 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
         yield* Effect.logWarning({ msg: "SIDECAR_API_KEY is not set: requests reach the upstream with the client's own Authorization" })
       }
 
-      const send = (request: UpstreamRequest, signal: AbortSignal) => {
+      const call = (request: UpstreamRequest, signal: AbortSignal) => {
         const target = joinTo(bases[request.upstream], request.pathAndQuery)
         const headers = request.upstream === "primary" && Option.isSome(authorization)
           ? { ...request.headers, authorization: authorization.value }
@@ -68,8 +68,16 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
           signal
         }).then(
           (r) => Either.right<UpstreamResponse>({ status: r.statusCode, headers: r.headers, body: r.body }),
-          (cause: unknown) => Either.left(toUpstreamError(cause))
+          (cause: unknown) => Either.left<unknown>(cause)
         )
+      }
+
+      // A pooled connection the upstream closed as we reused it fails before any response byte:
+      // the body is buffered, so the request goes once more, on another connection.
+      const send = async (request: UpstreamRequest, signal: AbortSignal) => {
+        let result = await call(request, signal)
+        if (Either.isLeft(result) && !signal.aborted && staleConnection.has(errorCode(result.left) ?? "")) result = await call(request, signal)
+        return Either.mapLeft(result, toUpstreamError)
       }
       const target = (request: UpstreamRequest) => {
         const t = joinTo(bases[request.upstream], request.pathAndQuery)
@@ -102,6 +110,8 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
   /** `HttpClient` for side calls (readiness, model listing) over the same pool. */
   static readonly httpClientLayer = NodeHttpClient.layerUndiciWithoutDispatcher
 }
+
+const staleConnection = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"])
 
 /** Maps undici's failures onto our vocabulary; the cause text never holds request headers. */
 const toUpstreamError = (cause: unknown): UpstreamFailed | UpstreamTimeout => {

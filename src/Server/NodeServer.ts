@@ -1,7 +1,8 @@
 import { Clock, Duration, Effect, Schema, type Scope } from "effect"
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
-import { ShuttingDown } from "../Common/Errors.js"
-import { toErrorResponse } from "../Common/ErrorResponse.js"
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from "node:http"
+import type { Duplex } from "node:stream"
+import { InvalidPath, RequestTimeout, ShuttingDown, TooManyHeaders } from "../Common/Errors.js"
+import { type ErrorResponse, toErrorResponse } from "../Common/ErrorResponse.js"
 import { writeError } from "../DataPath/Reply.js"
 import type { AddressInfo } from "node:net"
 
@@ -23,6 +24,10 @@ export interface ServeOptions {
   readonly drainTimeout: Duration.Duration
   /** Runs when shutdown begins, after the listener closed (e.g. answer queued requests 503). */
   readonly onDrain?: Effect.Effect<void>
+  /** Longest time to receive a request's head (408 after it). */
+  readonly headersTimeout: Duration.Duration
+  /** Most request headers accepted (431 above). */
+  readonly maxHeaders: number
 }
 
 /** Resolves when the request is done; `signal` aborts when the client leaves or the drain runs out. */
@@ -38,15 +43,42 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
     const inflight = new Map<Promise<void>, AbortController>()
     let draining = false
 
-    const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    // Sockets with a request being answered, and those to close once that answer is out.
+    const busy = new Set<Duplex>()
+    const closeAfter = new Set<Duplex>()
+    const server = createServer({
+      keepAliveTimeout: 65_000,
+      headersTimeout: Duration.toMillis(options.headersTimeout),
+      // Node checks the head timeout on this period: the default 30 s would make it 30 s late.
+      connectionsCheckingInterval: 1000
+    }, (req, res) => {
       if (draining) return writeError(res, toErrorResponse(new ShuttingDown()))
+      if (req.rawHeaders.length / 2 > options.maxHeaders) return writeError(res, toErrorResponse(new TooManyHeaders({ limit: options.maxHeaders })))
+      const socket = req.socket
+      busy.add(socket)
       const controller = new AbortController()
       res.on("close", () => {
+        busy.delete(socket)
+        if (closeAfter.delete(socket)) socket.end()
         if (!res.writableFinished) controller.abort()
       })
       // Handlers answer their own failures; anything escaping is a bug: drop the connection.
       const done: Promise<void> = handler(req, res, controller.signal).catch(() => void res.destroy()).finally(() => inflight.delete(done))
       inflight.set(done, controller)
+    })
+
+    // One more than we accept, so a request over the limit is seen instead of silently cut.
+    server.maxHeadersCount = options.maxHeaders + 1
+
+    // Bytes Node cannot parse. After a valid request on the same connection (pipelining) its
+    // answer goes out first and the connection closes then; otherwise the error is answered here.
+    server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+      if (busy.has(socket)) {
+        closeAfter.add(socket)
+        return
+      }
+      if (!socket.writable) return void socket.destroy()
+      socket.end(rawError(toErrorResponse(clientErrorOf(error, options.maxHeaders))))
     })
 
     const port = yield* Effect.acquireRelease(listen(server, options), () =>
@@ -73,6 +105,21 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
       }))
     return { port }
   })
+
+const clientErrorOf = (error: NodeJS.ErrnoException, maxHeaders: number) => {
+  switch (error.code) {
+    case "ERR_HTTP_REQUEST_TIMEOUT": return new RequestTimeout({ phase: "headers" })
+    case "HPE_HEADER_OVERFLOW": return new TooManyHeaders({ limit: maxHeaders })
+    default: return new InvalidPath({ reason: "the request could not be parsed as HTTP/1.1" })
+  }
+}
+
+/** An error answer written straight to a socket that has no response object. */
+const rawError = (response: ErrorResponse): string => {
+  const headers = { ...response.headers, "content-length": String(Buffer.byteLength(response.body)), connection: "close" }
+  const status = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? ""}`
+  return `${status}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join("\r\n")}\r\n\r\n${response.body}`
+}
 
 const listen = (server: Server, options: ServeOptions) =>
   Effect.async<number, ListenFailed>((resume) => {
