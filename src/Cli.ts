@@ -3,8 +3,10 @@ import { readFileSync } from "node:fs"
 import { parseArgs } from "node:util"
 import { parse as parseYaml } from "yaml"
 import { ConfigInvalid } from "./ConfigInvalid.js"
-import { settingName, settings } from "./Settings.js"
-import { SidecarConfig } from "./SidecarConfig.js"
+import { helpRows } from "./ConfigDocs.js"
+import { hotSettings } from "./HotSettings.js"
+import { closest, settingForKey, settingNames, table } from "./Settings.js"
+import { SidecarConfig, type SidecarConfigShape } from "./SidecarConfig.js"
 import { version } from "./Version.js"
 
 export type Command =
@@ -31,12 +33,8 @@ export const parseCommand = (argv: ReadonlyArray<string>): Command => {
   return { _tag: "Run", configFile: values.config }
 }
 
-export const helpText = (): string => {
-  const width = Math.max(...Object.keys(settings).map((n) => n.length))
-  const rows = Object.entries(settings).map(([name, s]) =>
-    `  ${name.padEnd(width)}  ${s.doc}${s.default === undefined ? "" : ` (default: ${s.default})`}`
-  )
-  return [
+export const helpText = (): string =>
+  [
     `nvidia-sidecar ${version} — rate-limiting sidecar proxy for OpenAI-compatible APIs`,
     "",
     "Usage: nvidia-sidecar [--config FILE.yaml] [--help] [--version]",
@@ -46,15 +44,13 @@ export const helpText = (): string => {
     "  -h, --help         show this help",
     "  -v, --version      print the version",
     "",
-    "Settings (load order: defaults < YAML file < environment):",
-    ...rows,
-    `  ${"OTEL_EXPORTER_OTLP_ENDPOINT".padEnd(width)}  OpenTelemetry OTLP/HTTP endpoint; unset = no trace export`,
-    `  ${"OTEL_SERVICE_NAME".padEnd(width)}  service name on exported spans (default: nvidia-sidecar)`,
+    "Settings (load order: defaults < YAML file < environment; [hot: name] = changeable at run time",
+    "through the admin API under that name):",
+    ...helpRows(),
     "",
     "Endpoints: proxy on SIDECAR_HOST:SIDECAR_PORT (/v1/*, /health, /health/ready, /status, /api/dashboard,",
     "/api/admin/config); Prometheus on SIDECAR_HOST:SIDECAR_METRICS_PORT/metrics."
   ].join("\n")
-}
 
 export interface ConfigFile {
   readonly values: Readonly<Record<string, string>>
@@ -76,8 +72,9 @@ export const readConfigFile = (path: string): Effect.Effect<ConfigFile, ConfigIn
       const values: Record<string, string> = {}
       const problems: Array<string> = []
       for (const [key, value] of Object.entries(doc)) {
-        const name = settingName(key)
-        if (!(name in settings)) problems.push(`${path}: unknown setting "${key}"`)
+        const name = settingForKey(key)
+        if (name === undefined) problems.push(unknownKey(path, key))
+        else if (name in values) problems.push(`${path}: "${key}" sets ${name} a second time`)
         else if (typeof value === "object" && value !== null) problems.push(`${name}: expected a scalar value`)
         else if (value !== null) values[name] = String(value)
       }
@@ -85,16 +82,36 @@ export const readConfigFile = (path: string): Effect.Effect<ConfigFile, ConfigIn
     })
   )
 
-/** The config layer for a run: YAML file (if any) under the process environment; one error lists every problem. */
+/** The configuration of a run: YAML file (if any) under the environment; one error lists every problem.
+ * Start-up and a SIGHUP reload both read it this way. */
+export const loadConfig = (
+  configFile: string | undefined,
+  env: Readonly<Record<string, string | undefined>>
+): Effect.Effect<SidecarConfigShape, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const file = configFile === undefined ? { values: {}, problems: [] } : yield* readConfigFile(configFile)
+    const config = yield* SidecarConfig.load(env, file.values).pipe(
+      Effect.mapError((e) => new ConfigInvalid({ problems: [...file.problems, ...e.problems] }))
+    )
+    if (file.problems.length > 0) return yield* new ConfigInvalid({ problems: file.problems })
+    return config
+  })
+
+/** The config layer for a run. */
 export const configLayer = (configFile: string | undefined, env: Readonly<Record<string, string | undefined>>) =>
-  Layer.effect(
-    SidecarConfig,
-    Effect.gen(function*() {
-      const file = configFile === undefined ? { values: {}, problems: [] } : yield* readConfigFile(configFile)
-      const config = yield* SidecarConfig.load(env, file.values).pipe(
-        Effect.mapError((e) => new ConfigInvalid({ problems: [...file.problems, ...e.problems] }))
-      )
-      if (file.problems.length > 0) return yield* new ConfigInvalid({ problems: file.problems })
-      return config
-    })
-  )
+  Layer.effect(SidecarConfig, loadConfig(configFile, env))
+
+/** An unknown key, with the nearest setting in the key's own style (env name or short name). */
+function unknownKey(path: string, key: string): string {
+  const admin = hotSettings.find((name) => table[name].hot === key.trim().toLowerCase())
+  const hint = admin !== undefined
+    ? ` (did you mean ${table[admin].yaml}? ${key} is its admin API name)`
+    : suggest(key)
+  return `${path}: unknown setting "${key}"${hint}`
+}
+
+function suggest(key: string): string {
+  const asEnv = key.trim().toUpperCase().startsWith("SIDECAR_")
+  const suggestion = asEnv ? closest(key, settingNames) : closest(key, settingNames.map((name) => table[name].yaml))
+  return suggestion === undefined ? "" : ` (did you mean ${suggestion}?)`
+}

@@ -1,31 +1,19 @@
-import { Context, Duration, Effect, Layer, LogLevel, Option, ParseResult, Redacted, Schema } from "effect"
+import { Context, Effect, Either, Layer, Option, Redacted, Schema, type Types } from "effect"
 import { ConfigInvalid } from "./ConfigInvalid.js"
-import { settings, type SettingName } from "./Settings.js"
+import { show } from "./SettingCodecs.js"
+import { closest, settingNames, type settings, table, type SettingName } from "./Settings.js"
 
-export type QueueFullPolicy = "passthrough" | "reject" | "drop_lowest"
+export { QueueFullPolicy } from "./Settings.js"
 
-export interface SidecarConfigShape {
-  readonly host: string
-  readonly port: number
-  readonly metricsPort: number
-  readonly upstream: string
-  readonly passthroughUpstream: Option.Option<string>
-  readonly apiKey: Option.Option<Redacted.Redacted>
-  readonly rateRpm: number
-  readonly bucketCapacity: number
-  readonly timeout: Duration.Duration
-  readonly queueMax: number
-  readonly queueFullPolicy: QueueFullPolicy
-  readonly lowTimeout: Duration.Duration
-  readonly maxInflight: number
-  readonly maxRetries: number
-  readonly queueTimeout: Duration.Duration
-  readonly maxBodyBytes: number
-  readonly drainTimeout: Duration.Duration
-  readonly logLevel: LogLevel.LogLevel
-  readonly adminToken: Option.Option<Redacted.Redacted>
-  readonly gatewayAliases: ReadonlyArray<string>
-}
+type Settings = typeof settings
+type Typed<S extends Settings[SettingName]> = Schema.Schema.Type<S["schema"]["value"]>
+type FieldValue<S extends Settings[SettingName]> = S extends { readonly default: string } | { readonly defaultFrom: string }
+  ? Typed<S>
+  : Option.Option<Typed<S>>
+
+/** The validated configuration: one field per entry of `settings` (Settings.ts), `Option` where unset by default. */
+export type SidecarConfigShape = Types.Simplify<{ readonly [K in SettingName as Settings[K]["field"]]: FieldValue<Settings[K]> }>
+export type ConfigField = keyof SidecarConfigShape
 
 /** Validated configuration. Hot-changeable values live in the services that use them. */
 export class SidecarConfig extends Context.Tag("sidecar/SidecarConfig")<SidecarConfig, SidecarConfigShape>() {
@@ -34,20 +22,14 @@ export class SidecarConfig extends Context.Tag("sidecar/SidecarConfig")<SidecarC
     env: Readonly<Record<string, string | undefined>>,
     file: Readonly<Record<string, string>> = {}
   ): Effect.Effect<SidecarConfigShape, ConfigInvalid> =>
-    Effect.gen(function*() {
-      const raw: Record<string, string> = {}
-      for (const [name, setting] of Object.entries(settings)) {
-        const value = env[name] ?? file[name] ?? setting.default
-        if (value !== undefined && value !== "") raw[name] = value
-      }
-      const decoded = yield* Schema.decodeUnknown(RawSettings, { errors: "all", onExcessProperty: "ignore" })(raw).pipe(
-        Effect.mapError((error) => new ConfigInvalid({ problems: describe(error) }))
-      )
-      const config = fromRaw(decoded, raw)
+    Effect.suspend(() => {
+      const decoded = decodeSettings(env, file)
+      if (Either.isLeft(decoded)) return Effect.fail(new ConfigInvalid({ problems: decoded.left }))
+      const config = decoded.right
       if (config.port !== 0 && config.port === config.metricsPort) {
-        return yield* new ConfigInvalid({ problems: ["SIDECAR_METRICS_PORT: must differ from SIDECAR_PORT"] })
+        return Effect.fail(new ConfigInvalid({ problems: ["SIDECAR_METRICS_PORT: must differ from SIDECAR_PORT"] }))
       }
-      return config
+      return Effect.succeed(config)
     })
 
   static readonly layerFrom = (env: Readonly<Record<string, string | undefined>>, file?: Readonly<Record<string, string>>) =>
@@ -63,113 +45,74 @@ export class SidecarConfig extends Context.Tag("sidecar/SidecarConfig")<SidecarC
     })))
 }
 
-const numeric = (check: (n: number) => boolean, expected: string) =>
-  Schema.NumberFromString.pipe(Schema.filter((n) => check(n) || `expected ${expected}, got ${n}`))
-
-const Port = numeric((n) => Number.isInteger(n) && n >= 0 && n <= 65535, "a port 0-65535")
-const Positive = numeric((n) => n > 0, "a number > 0")
-const PositiveInt = numeric((n) => Number.isInteger(n) && n > 0, "an integer > 0")
-const NonNegativeInt = numeric((n) => Number.isInteger(n) && n >= 0, "an integer >= 0")
-const HttpUrl = Schema.String.pipe(Schema.filter((s) => {
-  try {
-    const url = new URL(s)
-    return url.protocol === "http:" || url.protocol === "https:" || `expected an http(s) URL, got ${s}`
-  } catch {
-    return `expected an http(s) URL, got ${s}`
+/** Which settings fill each field, in precedence order. */
+export const fieldSources: ReadonlyMap<ConfigField, ReadonlyArray<SettingName>> = (() => {
+  const sources = new Map<ConfigField, Array<SettingName>>()
+  for (const name of settingNames) {
+    const field = table[name].field as ConfigField
+    sources.set(field, [...(sources.get(field) ?? []), name])
   }
-}))
-const Bool = Schema.transform(
-  Schema.Literal("true", "false", "1", "0", "yes", "no", "TRUE", "FALSE", "True", "False"),
-  Schema.Boolean,
-  { strict: true, decode: (s) => ["true", "1", "yes"].includes(s.toLowerCase()), encode: (b) => (b ? "true" : "false") }
-)
-const Policy = Schema.Literal("passthrough", "reject", "drop_lowest").annotations({
-  message: (issue) => `expected passthrough, reject or drop_lowest, got ${String(issue.actual)}`
-})
-const Level = Schema.transform(
-  Schema.String.pipe(Schema.filter((s) => levels.includes(s.toUpperCase()) || `expected one of ${levels.join(", ")}`)),
-  Schema.String,
-  { strict: true, decode: (s) => s.toUpperCase(), encode: (s) => s }
-)
-const levels = ["TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "FATAL", "NONE"]
-const Aliases = Schema.String.pipe(Schema.filter((s) => s.split(",").some((a) => a.trim() !== "") || "expected a comma-separated list"))
+  return sources
+})()
 
-const RawSettings = Schema.Struct({
-  SIDECAR_HOST: Schema.NonEmptyTrimmedString,
-  SIDECAR_PORT: Port,
-  SIDECAR_METRICS_PORT: Port,
-  SIDECAR_UPSTREAM: HttpUrl,
-  SIDECAR_PASSTHROUGH_UPSTREAM: Schema.optional(HttpUrl),
-  SIDECAR_API_KEY: Schema.optional(Schema.String),
-  SIDECAR_RATE_RPM: Positive,
-  SIDECAR_BUCKET_CAPACITY: PositiveInt,
-  SIDECAR_TIMEOUT: Positive,
-  SIDECAR_QUEUE_MAX: NonNegativeInt,
-  SIDECAR_QUEUE_FULL_POLICY: Schema.optional(Policy),
-  SIDECAR_FALLBACK_PASSTHROUGH: Bool,
-  SIDECAR_LOW_TIMEOUT: Positive,
-  SIDECAR_MAX_INFLIGHT: PositiveInt,
-  SIDECAR_MAX_RETRIES: NonNegativeInt,
-  SIDECAR_QUEUE_TIMEOUT: Schema.optional(Positive),
-  SIDECAR_MAX_BODY_BYTES: PositiveInt,
-  SIDECAR_DRAIN_TIMEOUT: Positive,
-  SIDECAR_LOG_LEVEL: Level,
-  SIDECAR_ADMIN_TOKEN: Schema.optional(Schema.String),
-  SIDECAR_GATEWAY_ALIASES: Aliases
-} satisfies Record<SettingName, Schema.Schema.All | Schema.PropertySignature.All>)
-
-type Raw = typeof RawSettings.Type
-
-function fromRaw(r: Raw, raw: Readonly<Record<string, string>>): SidecarConfigShape {
-  const timeout = Duration.seconds(r.SIDECAR_TIMEOUT)
-  // The seed's boolean maps onto the policy only when the policy itself is not set.
-  const policy = r.SIDECAR_QUEUE_FULL_POLICY ?? (raw.SIDECAR_FALLBACK_PASSTHROUGH !== undefined && !r.SIDECAR_FALLBACK_PASSTHROUGH
-    ? "reject"
-    : "passthrough")
-  return {
-    host: r.SIDECAR_HOST,
-    port: r.SIDECAR_PORT,
-    metricsPort: r.SIDECAR_METRICS_PORT,
-    upstream: r.SIDECAR_UPSTREAM,
-    passthroughUpstream: Option.fromNullable(r.SIDECAR_PASSTHROUGH_UPSTREAM),
-    apiKey: Option.map(Option.fromNullable(r.SIDECAR_API_KEY), Redacted.make),
-    rateRpm: r.SIDECAR_RATE_RPM,
-    bucketCapacity: r.SIDECAR_BUCKET_CAPACITY,
-    timeout,
-    queueMax: r.SIDECAR_QUEUE_MAX,
-    queueFullPolicy: policy,
-    lowTimeout: Duration.seconds(r.SIDECAR_LOW_TIMEOUT),
-    maxInflight: r.SIDECAR_MAX_INFLIGHT,
-    maxRetries: r.SIDECAR_MAX_RETRIES,
-    queueTimeout: r.SIDECAR_QUEUE_TIMEOUT === undefined ? timeout : Duration.seconds(r.SIDECAR_QUEUE_TIMEOUT),
-    maxBodyBytes: r.SIDECAR_MAX_BODY_BYTES,
-    drainTimeout: Duration.seconds(r.SIDECAR_DRAIN_TIMEOUT),
-    logLevel: toLogLevel(r.SIDECAR_LOG_LEVEL),
-    adminToken: Option.map(Option.fromNullable(r.SIDECAR_ADMIN_TOKEN), Redacted.make),
-    gatewayAliases: r.SIDECAR_GATEWAY_ALIASES.split(",").map((a) => a.trim().toLowerCase()).filter((a) => a !== "")
-  }
+export interface UnknownVariable {
+  readonly name: string
+  readonly suggestion: SettingName | undefined
+  /** e.g. `SIDECAR_RATE_PRM is not a setting (ignored); did you mean SIDECAR_RATE_RPM?` */
+  readonly message: string
 }
 
-function toLogLevel(name: string): LogLevel.LogLevel {
-  switch (name) {
-    case "TRACE": return LogLevel.Trace
-    case "DEBUG": return LogLevel.Debug
-    case "WARN":
-    case "WARNING": return LogLevel.Warning
-    case "ERROR": return LogLevel.Error
-    case "FATAL": return LogLevel.Fatal
-    case "NONE": return LogLevel.None
-    default: return LogLevel.Info
-  }
+/** `SIDECAR_*` variables that are not settings: likely typos, to be logged as warnings at start-up. */
+export const unknownVariables = (env: Readonly<Record<string, string | undefined>>): ReadonlyArray<UnknownVariable> =>
+  Object.keys(env)
+    .filter((name) => env[name] !== undefined && name.toUpperCase().startsWith("SIDECAR_") && !(name in table))
+    .sort()
+    .map((name) => {
+      const suggestion = closest(name, settingNames)
+      const hint = suggestion === undefined ? "" : `; did you mean ${suggestion}?`
+      return { name, suggestion, message: `${name} is not a setting (ignored)${hint}` }
+    })
+
+const textSchemas = new Map(settingNames.map((name) => [name, Schema.compose(table[name].schema.text, table[name].schema.value)]))
+
+/** One `NAME: expected ..., got ...` line per bad setting; a secret's value is never shown. */
+function problem(name: SettingName, text: string): string {
+  const setting = table[name]
+  return setting.secret === true
+    ? `${name}: expected ${setting.schema.expected} (the value is secret and not shown)`
+    : `${name}: expected ${setting.schema.expected}, got ${show(text)}`
 }
 
-/** One line per bad field, `NAME: problem`; values of secret fields are never echoed. */
-function describe(error: ParseResult.ParseError): ReadonlyArray<string> {
-  const byField = new Map<string, string>()
-  for (const issue of ParseResult.ArrayFormatter.formatErrorSync(error)) {
-    const name = String(issue.path[0] ?? "config")
-    const secret = name === "SIDECAR_API_KEY" || name === "SIDECAR_ADMIN_TOKEN"
-    if (!byField.has(name)) byField.set(name, `${name}: ${secret ? "invalid value" : issue.message}`)
+function decodeSettings(
+  env: Readonly<Record<string, string | undefined>>,
+  file: Readonly<Record<string, string>>
+): Either.Either<SidecarConfigShape, ReadonlyArray<string>> {
+  const nonEmpty = (s: string | undefined) => (s === "" ? undefined : s)
+  const given = (name: SettingName) => nonEmpty(env[name]) ?? nonEmpty(file[name])
+  const resolve = (name: SettingName): string | undefined => {
+    const s = table[name]
+    return given(name) ?? s.default ?? (s.defaultFrom === undefined ? undefined : resolve(s.defaultFrom as SettingName))
   }
-  return [...byField.values()]
+
+  const problems: Array<string> = []
+  const values = new Map<SettingName, unknown>()
+  for (const name of settingNames) {
+    const text = resolve(name)
+    if (text === undefined) continue
+    const decoded = Schema.decodeEither(textSchemas.get(name)!)(text)
+    if (Either.isRight(decoded)) values.set(name, decoded.right)
+    // A value borrowed from another setting (defaultFrom) is reported there.
+    else if (given(name) !== undefined || table[name].default !== undefined) problems.push(problem(name, text))
+  }
+  if (problems.length > 0) return Either.left(problems)
+
+  const config: Record<string, unknown> = {}
+  for (const [field, sources] of fieldSources) {
+    const chosen = sources.find((name) => given(name) !== undefined) ?? sources.find((name) => values.has(name))
+    const optional = sources.every((name) => table[name].default === undefined && table[name].defaultFrom === undefined)
+    const value = chosen === undefined ? undefined : values.get(chosen)
+    config[field] = optional ? Option.fromNullable(value) : value
+  }
+  // Built field by field from the entries whose types define SidecarConfigShape.
+  return Either.right(config as SidecarConfigShape)
 }

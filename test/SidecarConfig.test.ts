@@ -4,12 +4,14 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import { configLayer, helpText, parseCommand, readConfigFile } from "../src/Cli.js"
-import { settings } from "../src/Settings.js"
-import { SidecarConfig } from "../src/SidecarConfig.js"
+import { renderConfigTable } from "../src/ConfigDocs.js"
+import { settingNames, table, type SettingName } from "../src/Settings.js"
+import { SidecarConfig, unknownVariables } from "../src/SidecarConfig.js"
 
 const load = (env: Record<string, string>, file?: Record<string, string>) => Effect.runPromise(SidecarConfig.load(env, file))
+// [] when the configuration is valid (a failed flip would carry the whole config into the report).
 const problems = (env: Record<string, string>) =>
-  Effect.runPromise(Effect.flip(SidecarConfig.load(env)).pipe(Effect.map((e) => e.problems)))
+  Effect.runPromise(SidecarConfig.load(env).pipe(Effect.match({ onFailure: (e) => e.problems, onSuccess: () => [] })))
 
 describe("SidecarConfig", () => {
   it("has the SPEC defaults with no configuration at all", async () => {
@@ -30,6 +32,40 @@ describe("SidecarConfig", () => {
     expect(Option.isNone(c.apiKey)).toBe(true)
     expect(Option.isNone(c.adminToken)).toBe(true)
     expect(c.gatewayAliases).toEqual(["nvidia", "nvidia-gateway", "nvidiavx", "nvidiavx18088980513"])
+    expect(c.rateControl).toBe("learning")
+    expect([c.corsOrigins, c.allowedHosts]).toEqual([[], []])
+    expect([Duration.toSeconds(c.headersTimeout), Duration.toSeconds(c.bodyTimeout)]).toEqual([10, 30])
+    expect([c.maxHeaders, c.upstreamConnections, c.maxClients]).toEqual([100, 256, 1000])
+    expect(Option.isNone(c.redisUrl)).toBe(true)
+    expect(c.redisFailure).toBe("local")
+    expect(Option.isNone(c.limitKey)).toBe(true)
+    expect(c.fairness).toBe(true)
+  })
+
+  it("reads the newer settings into typed fields", async () => {
+    const c = await load({
+      SIDECAR_RATE_CONTROL: "adr009",
+      SIDECAR_CORS_ORIGINS: "https://App.Example.com, http://localhost:3000/",
+      SIDECAR_ALLOWED_HOSTS: "Sidecar.internal,sidecar.internal:9190,[::1]:9190",
+      SIDECAR_HEADERS_TIMEOUT: "2.5",
+      SIDECAR_BODY_TIMEOUT: "7",
+      SIDECAR_MAX_HEADERS: "50",
+      SIDECAR_UPSTREAM_CONNECTIONS: "16",
+      SIDECAR_REDIS_URL: "rediss://:pw@redis.internal:6380/2",
+      SIDECAR_REDIS_FAILURE: "closed",
+      SIDECAR_LIMIT_KEY: "team-a:nvidia",
+      SIDECAR_FAIRNESS: "OFF",
+      SIDECAR_MAX_CLIENTS: "20"
+    })
+    expect(c.rateControl).toBe("adr009")
+    expect(c.corsOrigins).toEqual(["https://app.example.com", "http://localhost:3000"])
+    expect(c.allowedHosts).toEqual(["sidecar.internal", "sidecar.internal:9190", "[::1]:9190"])
+    expect([Duration.toMillis(c.headersTimeout), Duration.toMillis(c.bodyTimeout)]).toEqual([2500, 7000])
+    expect([c.maxHeaders, c.upstreamConnections, c.maxClients]).toEqual([50, 16, 20])
+    expect(Option.map(c.redisUrl, Redacted.value)).toEqual(Option.some("rediss://:pw@redis.internal:6380/2"))
+    expect(c.redisFailure).toBe("closed")
+    expect(c.limitKey).toEqual(Option.some("team-a:nvidia"))
+    expect(c.fairness).toBe(false)
   })
 
   it("takes the environment over the YAML file over the defaults", async () => {
@@ -67,12 +103,110 @@ describe("SidecarConfig", () => {
   })
 
   it("keeps the API key redacted and never echoes secrets in errors", async () => {
-    const c = await load({ SIDECAR_API_KEY: "nvapi-super-secret" })
+    const c = await load({ SIDECAR_API_KEY: "nvapi-super-secret", SIDECAR_REDIS_URL: "redis://:redis-pw-secret@r:6379" })
     expect(String(c.apiKey)).not.toContain("nvapi-super-secret")
     expect(JSON.stringify(c)).not.toContain("nvapi-super-secret")
+    expect(JSON.stringify(c)).not.toContain("redis-pw-secret")
     expect(Option.map(c.apiKey, Redacted.value)).toEqual(Option.some("nvapi-super-secret"))
   })
+
+  it("never shows a secret in a message: bad secrets, credentials in bad URLs, unknown names", async () => {
+    const fake = "nvapi-FAKE-0123456789"
+    const found = await problems({
+      SIDECAR_API_KEY: `${fake} `,
+      SIDECAR_ADMIN_TOKEN: `${fake}\n`,
+      SIDECAR_REDIS_URL: `http://user:${fake}@redis.internal:6379`,
+      SIDECAR_UPSTREAM: `ftp://user:${fake}@upstream.example`,
+      SIDECAR_PASSTHROUGH_UPSTREAM: `https://${fake}@exa mple.com/v1`,
+      SIDECAR_CORS_ORIGINS: `https://user:${fake}@app.example.com`
+    })
+    expect(found.map((p) => p.split(":")[0]).sort()).toEqual([
+      "SIDECAR_ADMIN_TOKEN", "SIDECAR_API_KEY", "SIDECAR_CORS_ORIGINS", "SIDECAR_PASSTHROUGH_UPSTREAM", "SIDECAR_REDIS_URL", "SIDECAR_UPSTREAM"
+    ])
+    for (const p of found) {
+      expect(p).not.toContain(fake)
+      expect(p).not.toContain("FAKE")
+    }
+    expect(found).toContain("SIDECAR_API_KEY: expected printable ASCII without spaces (the value is secret and not shown)")
+    expect(found).toContain("SIDECAR_UPSTREAM: expected an http(s) URL, got \"ftp://****@upstream.example\"")
+    const warnings = unknownVariables({ SIDECAR_API_KEYS: fake })
+    expect(warnings.map((w) => w.message).join("\n")).not.toContain(fake)
+  })
+
+  it("names the allowed values of every closed set, booleans and the log level included", async () => {
+    expect(await problems({ SIDECAR_QUEUE_FULL_POLICY: "yolo" })).toEqual([
+      "SIDECAR_QUEUE_FULL_POLICY: expected one of passthrough, reject, drop_lowest, got \"yolo\""
+    ])
+    expect(await problems({
+      SIDECAR_LOG_LEVEL: "LOUD",
+      SIDECAR_FALLBACK_PASSTHROUGH: "maybe",
+      SIDECAR_FAIRNESS: "sometimes",
+      SIDECAR_RATE_CONTROL: "pid",
+      SIDECAR_REDIS_FAILURE: "open"
+    })).toEqual([
+      "SIDECAR_RATE_CONTROL: expected one of adr009, learning, got \"pid\"",
+      "SIDECAR_REDIS_FAILURE: expected one of local, closed, got \"open\"",
+      "SIDECAR_FALLBACK_PASSTHROUGH: expected one of true, false, 1, 0, yes, no, got \"maybe\"",
+      "SIDECAR_FAIRNESS: expected one of on, off, got \"sometimes\"",
+      "SIDECAR_LOG_LEVEL: expected one of TRACE, DEBUG, INFO, WARNING, ERROR, FATAL, NONE (any case), got \"LOUD\""
+    ])
+  })
+
+  // One value each setting must refuse: a new setting without validation fails here.
+  const refused: Record<SettingName, string> = {
+    SIDECAR_HOST: "0.0.0.0 ", SIDECAR_PORT: "65536", SIDECAR_METRICS_PORT: "-1", SIDECAR_ALLOWED_HOSTS: "http://x.example",
+    SIDECAR_CORS_ORIGINS: "https://app.example.com/path", SIDECAR_UPSTREAM: "integrate.api.nvidia.com",
+    SIDECAR_PASSTHROUGH_UPSTREAM: "ws://x", SIDECAR_API_KEY: "two words", SIDECAR_GATEWAY_ALIASES: ",,",
+    SIDECAR_UPSTREAM_CONNECTIONS: "0", SIDECAR_RATE_RPM: "0", SIDECAR_BUCKET_CAPACITY: "1.5", SIDECAR_RATE_CONTROL: "fast",
+    SIDECAR_MAX_INFLIGHT: "many", SIDECAR_MAX_RETRIES: "-1", SIDECAR_REDIS_URL: "redis://", SIDECAR_REDIS_FAILURE: "open",
+    SIDECAR_LIMIT_KEY: "a b", SIDECAR_QUEUE_MAX: "1e400", SIDECAR_QUEUE_FULL_POLICY: "yolo", SIDECAR_FALLBACK_PASSTHROUGH: "2",
+    SIDECAR_LOW_TIMEOUT: "0", SIDECAR_QUEUE_TIMEOUT: "Infinity", SIDECAR_FAIRNESS: "true", SIDECAR_MAX_CLIENTS: "1.5",
+    SIDECAR_TIMEOUT: "NaN", SIDECAR_HEADERS_TIMEOUT: "-2", SIDECAR_BODY_TIMEOUT: "soon", SIDECAR_MAX_HEADERS: "0",
+    SIDECAR_MAX_BODY_BYTES: "10MB", SIDECAR_DRAIN_TIMEOUT: "0", SIDECAR_LOG_LEVEL: "verbose", SIDECAR_ADMIN_TOKEN: "tab\there"
+  }
+
+  it("has, for every setting, a doc, a YAML key, a default that validates and a validation that refuses", async () => {
+    const yamlKeys = settingNames.map((name) => table[name].yaml)
+    expect(new Set(yamlKeys).size).toBe(settingNames.length)
+    expect(Object.keys(refused).sort()).toEqual([...settingNames].sort())
+    for (const name of settingNames) {
+      const s = table[name]
+      expect(s.doc.length, name).toBeGreaterThan(5)
+      expect(s.doc, name).not.toContain("|")
+      expect(s.yaml, name).toMatch(/^[a-z][a-z0-9_]*$/)
+      expect(s.schema.expected.length, name).toBeGreaterThan(3)
+      if (s.default !== undefined) expect(await problems({ [name]: s.default }), name).toEqual([])
+      const found = await problems({ [name]: refused[name] })
+      expect(found, name).toHaveLength(1)
+      expect(found[0], name).toMatch(new RegExp(`^${name}: expected ${escape(s.schema.expected)}`))
+    }
+  })
+
+  it("warns about an unknown SIDECAR_ variable with the closest known name", () => {
+    const warnings = unknownVariables({
+      SIDECAR_RATE_PRM: "60",
+      SIDECAR_RATE_RPM: "60",
+      SIDECAR_QUEUE_MAX_SIZE: "5",
+      sidecar_port: "1",
+      SIDECAR_ZZZZZZZZZZ: "1",
+      PATH: "/usr/bin",
+      SIDECAR_UNSET: undefined
+    })
+    expect(warnings.map((w) => [w.name, w.suggestion])).toEqual([
+      ["SIDECAR_QUEUE_MAX_SIZE", "SIDECAR_QUEUE_MAX"],
+      ["SIDECAR_RATE_PRM", "SIDECAR_RATE_RPM"],
+      ["SIDECAR_ZZZZZZZZZZ", undefined],
+      ["sidecar_port", "SIDECAR_PORT"]
+    ])
+    expect(warnings[1]?.message).toBe("SIDECAR_RATE_PRM is not a setting (ignored); did you mean SIDECAR_RATE_RPM?")
+    expect(warnings[2]?.message).toBe("SIDECAR_ZZZZZZZZZZ is not a setting (ignored)")
+    expect(unknownVariables(Object.fromEntries(settingNames.map((n) => [n, "x"])))).toEqual([])
+  })
 })
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+}
 
 describe("CLI", () => {
   it("parses --config, --help and --version and reports unknown flags", () => {
@@ -83,18 +217,34 @@ describe("CLI", () => {
     expect(parseCommand(["--nope"])._tag).toBe("Invalid")
   })
 
-  it("documents every setting with its default in --help", () => {
-    const text = helpText()
-    for (const [name, s] of Object.entries(settings)) {
-      expect(text).toContain(name)
-      if (s.default !== undefined) expect(text).toContain(`default: ${s.default}`)
+  it("documents every setting with its default and hot name on its own --help line", () => {
+    const lines = helpText().split("\n")
+    for (const name of settingNames) {
+      const s = table[name]
+      const line = lines.find((l) => l.startsWith(`  ${name} `))
+      expect(line, name).toBeDefined()
+      expect(line, name).toContain(s.doc)
+      const fallback = s.defaultFrom ?? (s.default === "" ? "none" : s.default)
+      if (fallback !== undefined) expect(line, name).toContain(`(default: ${fallback})`)
+      else expect(line, name).not.toContain("default:")
+      if (s.hot !== undefined) expect(line, name).toContain(`[hot: ${s.hot}]`)
+      for (const choice of s.schema.choices ?? []) expect(line, name).toContain(choice)
     }
-    expect(text).toContain("OTEL_EXPORTER_OTLP_ENDPOINT")
+    expect(helpText()).toContain("OTEL_EXPORTER_OTLP_ENDPOINT")
+    expect(helpText()).toContain("OTEL_SERVICE_NAME")
   })
 
-  it("has every setting in the README's configuration table", () => {
+  it("has every setting and its default in the README's configuration table, as generated", () => {
     const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
-    for (const name of Object.keys(settings)) expect(readme, name).toContain(`| \`${name}\` |`)
+    for (const name of settingNames) {
+      const s = table[name]
+      const row = readme.split("\n").find((l) => l.startsWith(`| \`${name}\` |`))
+      expect(row, name).toBeDefined()
+      const fallback = s.defaultFrom !== undefined ? `= \`${s.defaultFrom}\`` : s.default === undefined ? "(unset)" : s.default === "" ? "(empty)" : `\`${s.default}\``
+      expect(row, name).toContain(`| ${fallback} |`)
+    }
+    // Run `node scripts/config-docs.mjs` after changing src/Settings.ts.
+    expect(readme).toContain(renderConfigTable())
   })
 
   it("reads YAML settings by env name or short name and rejects unknown keys", async () => {
@@ -109,9 +259,27 @@ describe("CLI", () => {
     writeFileSync(bad, "rate_rpm: fast\nratelimit: 5\n")
     const error = await Effect.runPromise(Effect.flip(Effect.provide(SidecarConfig, configLayer(bad, {}))))
     expect(error.message).toContain("unknown setting \"ratelimit\"")
-    expect(error.message).toContain("SIDECAR_RATE_RPM")
+    expect(error.message).toContain("SIDECAR_RATE_RPM: expected a number > 0, got \"fast\"")
     const missing = await Effect.runPromise(Effect.flip(readConfigFile(join(dir, "absent.yaml"))))
     expect(missing.message).toContain("absent.yaml")
+  })
+
+  it("suggests the closest name for an unknown YAML key, in the key's own style, and still refuses it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sidecar-config-"))
+    const file = join(dir, "typo.yaml")
+    writeFileSync(file, "rate_prm: 60\nSIDECAR_QUEUE_MAXX: 5\nqueue_max_size: 9\nzzzzzzzz: 1\nrate_rpm: 1\nSIDECAR_RATE_RPM: 2\napi_key: { nested: nvapi-FAKE }\n")
+    const { problems: found } = await Effect.runPromise(readConfigFile(file))
+    expect(found).toEqual([
+      `${file}: unknown setting "rate_prm" (did you mean rate_rpm?)`,
+      `${file}: unknown setting "SIDECAR_QUEUE_MAXX" (did you mean SIDECAR_QUEUE_MAX?)`,
+      `${file}: unknown setting "queue_max_size" (did you mean queue_max? queue_max_size is its admin API name)`,
+      `${file}: unknown setting "zzzzzzzz"`,
+      `${file}: "SIDECAR_RATE_RPM" sets SIDECAR_RATE_RPM a second time`,
+      "SIDECAR_API_KEY: expected a scalar value"
+    ])
+    const error = await Effect.runPromise(Effect.flip(Effect.provide(SidecarConfig, configLayer(file, {}))))
+    expect(error.problems).toEqual(found)
+    expect(error.message).not.toContain("nvapi-FAKE")
   })
 
   it("builds the config layer from file and environment together", async () => {

@@ -7,7 +7,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { settings } from "../src/Settings.js";
+import { renderEnvExample } from "../src/ConfigDocs.js";
+import { externalVariables, settingNames } from "../src/Settings.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const read = (path: string): string => readFileSync(join(root, path), "utf8");
@@ -15,7 +16,7 @@ const hasCommand = (name: string): boolean =>
   spawnSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" }).status === 0;
 
 // Every setting the sidecar reads (src/Settings.ts), plus the two OpenTelemetry variables the deployment documents.
-const SETTINGS = [...Object.keys(settings), "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"];
+const SETTINGS = [...settingNames, ...externalVariables.map((v) => v.name)];
 const DRAIN_TIMEOUT_DEFAULT_S = 25;
 
 const UNIT = "deploy/nvidia-sidecar.service";
@@ -220,6 +221,11 @@ describe(".env.example", () => {
     const text = read(".env.example");
     expect(SETTINGS.filter((name) => !new RegExp(`^#?${name}=`, "m").test(text))).toEqual([]);
     expect(text).toMatch(new RegExp(`^#?SIDECAR_DRAIN_TIMEOUT=${String(DRAIN_TIMEOUT_DEFAULT_S)}$`, "m"));
+    expect(SETTINGS).toContain("OTEL_EXPORTER_OTLP_ENDPOINT");
+  });
+
+  it("is the file generated from src/Settings.ts (node scripts/config-docs.mjs rewrites it)", () => {
+    expect(read(".env.example")).toBe(renderEnvExample());
   });
 });
 

@@ -1,4 +1,4 @@
-import { Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import { Duration, Effect, Either, Option, Redacted, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { PriorityQueue } from "../Admission/PriorityQueue.js"
@@ -7,17 +7,8 @@ import { AdminForbidden, AdminUnauthorized, InvalidPatch } from "../Common/Error
 import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { parseJsonBody, readBody } from "../DataPath/Body.js"
 import { writeError, writeJson } from "../DataPath/Reply.js"
+import { HotPatch, hotChanges, patchProblem } from "../HotSettings.js"
 import { SidecarConfig } from "../SidecarConfig.js"
-
-const Patch = Schema.Struct({
-  rate_rpm: Schema.optional(Schema.Number.pipe(Schema.positive(), Schema.finite())),
-  bucket_capacity: Schema.optional(Schema.Int.pipe(Schema.positive())),
-  queue_max_size: Schema.optional(Schema.Int.pipe(Schema.nonNegative())),
-  queue_full_policy: Schema.optional(Schema.Literal("passthrough", "reject", "drop_lowest")),
-  fallback_enabled_passthrough: Schema.optional(Schema.Boolean),
-  low_priority_timeout: Schema.optional(Schema.Number.pipe(Schema.positive(), Schema.finite()))
-})
-
 
 /** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
 export const makeAdmin = Effect.gen(function*() {
@@ -64,20 +55,18 @@ export const makeAdmin = Effect.gen(function*() {
       yield* authorize(req)
       const body = yield* Effect.flatten(Effect.promise(() => readBody(req, { maxBytes: 64 * 1024, idleMs: 10_000 })))
       const { json } = yield* parseJsonBody(body)
-      const patch = yield* Schema.decodeUnknownEither(Patch, { onExcessProperty: "error" })(json).pipe(
-        Either.mapLeft(toInvalidPatch)
-      )
+      const change = hotChanges(yield* Schema.decodeUnknownEither(HotPatch, { onExcessProperty: "error" })(json).pipe(
+        Either.mapLeft((error) => new InvalidPatch(patchProblem(error)))
+      ))
       const before = yield* current
-      const policy = patch.queue_full_policy ??
-        (patch.fallback_enabled_passthrough === undefined ? undefined : patch.fallback_enabled_passthrough ? "passthrough" : "reject")
       yield* queue.configure({
-        ...(patch.queue_max_size === undefined ? {} : { max: patch.queue_max_size }),
-        ...(policy === undefined ? {} : { policy }),
-        ...(patch.low_priority_timeout === undefined ? {} : { lowTimeout: Duration.seconds(patch.low_priority_timeout) })
+        ...(change.queueMax === undefined ? {} : { max: change.queueMax }),
+        ...(change.queueFullPolicy === undefined ? {} : { policy: change.queueFullPolicy }),
+        ...(change.lowTimeout === undefined ? {} : { lowTimeout: change.lowTimeout })
       })
       yield* bucket.configure({
-        ...(patch.rate_rpm === undefined ? {} : { rateRpm: patch.rate_rpm }),
-        ...(patch.bucket_capacity === undefined ? {} : { capacity: patch.bucket_capacity })
+        ...(change.rateRpm === undefined ? {} : { rateRpm: change.rateRpm }),
+        ...(change.bucketCapacity === undefined ? {} : { capacity: change.bucketCapacity })
       })
       const after = yield* current
       yield* Effect.logWarning({ msg: "admin_config_changed", peer: req.socket.remoteAddress ?? "unknown", changes: diff(before, after) })
@@ -118,11 +107,6 @@ function sameOrigin(origin: string, host: string | undefined): boolean {
 function mask(key: Redacted.Redacted): string {
   const value = Redacted.value(key)
   return value.length >= 12 ? `****${value.slice(-4)}` : "****"
-}
-
-function toInvalidPatch(error: ParseResult.ParseError): InvalidPatch {
-  const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
-  return new InvalidPatch({ field: String(issue?.path[0] ?? "body"), reason: issue?.message ?? "invalid" })
 }
 
 function diff(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, string> {

@@ -1,0 +1,189 @@
+import { Duration, LogLevel, ParseResult, Redacted, Schema } from "effect"
+
+/**
+ * How one setting is read: text (an environment variable or a YAML scalar) is parsed to a plain
+ * value, which `value` validates and types. Admin patches are JSON, so they decode with `value` alone.
+ */
+export interface Codec<A, J> {
+  readonly text: Schema.Schema<J, string>
+  readonly value: Schema.Schema<A, J>
+  /** What a valid value looks like; every message about a bad value is `expected <this>, got ...`. */
+  readonly expected: string
+  /** A closed set of values, listed in --help, .env.example and the README. */
+  readonly choices?: ReadonlyArray<string>
+}
+
+/** A value as shown in a message: quoted, credentials in URLs masked, long text cut. */
+export const show = (actual: unknown): string => {
+  const masked = typeof actual === "string" ? actual.replace(/\/\/[^/@\s]*@/g, "//****@") : actual
+  const text = JSON.stringify(masked) ?? String(masked)
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text
+}
+
+/** `redis://user:****@host:6379/0`: a URL fit for a log line. */
+export const maskPassword = (url: string): string => url.replace(/(\/\/[^/:@\s]*):[^/@\s]*@/, "$1:****@")
+
+const codec = <A, J>(
+  text: Schema.Schema<J, string>,
+  value: Schema.Schema<A, J>,
+  expected: string,
+  choices?: ReadonlyArray<string>
+): Codec<A, J> => ({
+  text,
+  // One message for every way a value can be wrong, naming what is expected.
+  value: value.annotations({ message: (issue) => ({ message: `expected ${expected}, got ${show(issue.actual)}`, override: true }) }),
+  expected,
+  ...(choices === undefined ? {} : { choices })
+})
+
+const parse = <J>(to: Schema.Schema<J>, f: (s: string) => J | undefined, back: (j: J) => string) =>
+  Schema.transformOrFail(Schema.String, to, {
+    strict: true,
+    decode: (s, _, ast) => {
+      const parsed = f(s)
+      return parsed === undefined ? ParseResult.fail(new ParseResult.Type(ast, s)) : ParseResult.succeed(parsed)
+    },
+    encode: (j) => ParseResult.succeed(back(j))
+  })
+
+const NumberText = parse(Schema.Number, (s) => (s.trim() === "" || Number.isNaN(Number(s)) ? undefined : Number(s)), String)
+const truthy = ["true", "1", "yes"]
+const falsy = ["false", "0", "no"]
+const BoolText = parse(Schema.Boolean, (s) => {
+  const lower = s.toLowerCase()
+  return truthy.includes(lower) ? true : falsy.includes(lower) ? false : undefined
+}, (b) => (b ? "true" : "false"))
+const OnOffText = parse(Schema.Boolean, (s) => {
+  const lower = s.toLowerCase()
+  return lower === "on" ? true : lower === "off" ? false : undefined
+}, (b) => (b ? "on" : "off"))
+const ListText = parse(Schema.Array(Schema.String), (s) => s.split(",").map((e) => e.trim()).filter((e) => e !== ""), (l) => l.join(","))
+
+const numberWhere = (check: (n: number) => boolean) => Schema.Number.pipe(Schema.filter(check))
+const stringWhere = (check: (s: string) => boolean) => Schema.String.pipe(Schema.filter(check))
+
+export const port = codec(NumberText, numberWhere((n) => Number.isInteger(n) && n >= 0 && n <= 65535), "a port 0-65535")
+export const positive = codec(NumberText, numberWhere((n) => Number.isFinite(n) && n > 0), "a number > 0")
+export const positiveInt = codec(NumberText, numberWhere((n) => Number.isSafeInteger(n) && n > 0), "an integer > 0")
+export const nonNegativeInt = codec(NumberText, numberWhere((n) => Number.isSafeInteger(n) && n >= 0), "an integer >= 0")
+export const seconds = codec(
+  NumberText,
+  Schema.transform(numberWhere((n) => Number.isFinite(n) && n > 0), Schema.DurationFromSelf, {
+    strict: true,
+    decode: (s) => Duration.seconds(s),
+    encode: (d) => Duration.toSeconds(d)
+  }),
+  "seconds > 0"
+)
+
+export const bool = codec(BoolText, Schema.Boolean, "one of true, false, 1, 0, yes, no")
+export const onOff = codec(OnOffText, Schema.Boolean, "one of on, off", ["on", "off"])
+
+export const oneOf = <const L extends readonly [string, ...Array<string>]>(...values: L) =>
+  codec(Schema.String, Schema.Literal(...values), `one of ${values.join(", ")}`, values)
+
+/** The seed's boolean for the queue-full choice: true = passthrough, false = reject. */
+export const fallbackPassthrough = codec(
+  BoolText,
+  Schema.transform(Schema.Boolean, Schema.Literal("passthrough", "reject"), {
+    strict: true,
+    decode: (b) => (b ? "passthrough" as const : "reject" as const),
+    encode: (policy) => policy === "passthrough"
+  }),
+  bool.expected
+)
+
+const levels: Record<string, LogLevel.LogLevel> = {
+  TRACE: LogLevel.Trace,
+  DEBUG: LogLevel.Debug,
+  INFO: LogLevel.Info,
+  WARNING: LogLevel.Warning,
+  WARN: LogLevel.Warning,
+  ERROR: LogLevel.Error,
+  FATAL: LogLevel.Fatal,
+  NONE: LogLevel.None
+}
+const levelNames = Object.keys(levels).filter((name) => name !== "WARN")
+const LogLevelSelf = Schema.declare((u): u is LogLevel.LogLevel => Object.values(levels).includes(u as LogLevel.LogLevel))
+export const logLevel = codec(
+  Schema.String,
+  Schema.transformOrFail(Schema.String, LogLevelSelf, {
+    strict: true,
+    decode: (s, _, ast) => {
+      const level = levels[s.trim().toUpperCase()]
+      return level === undefined ? ParseResult.fail(new ParseResult.Type(ast, s)) : ParseResult.succeed(level)
+    },
+    encode: (level) => ParseResult.succeed(level._tag.toUpperCase())
+  }),
+  `one of ${levelNames.join(", ")} (any case)`,
+  levelNames
+)
+
+/** A listen address: anything without spaces; the server reports one it cannot bind. */
+export const address = codec(Schema.String, stringWhere((s) => /^\S+$/.test(s)), "an address without spaces")
+
+export const httpUrl = codec(Schema.String, stringWhere((s) => urlWith(s, ["http:", "https:"]) !== undefined), "an http(s) URL")
+
+export const aliases = codec(
+  ListText,
+  Schema.transform(Schema.Array(Schema.String).pipe(Schema.minItems(1)), Schema.Array(Schema.String), {
+    strict: true,
+    decode: (list) => list.map((a) => a.toLowerCase()),
+    encode: (list) => list
+  }),
+  "a comma-separated list of model prefixes"
+)
+
+const Origin = Schema.transform(stringWhere((s) => isOrigin(s)), Schema.String, {
+  strict: true,
+  decode: (s) => new URL(s).origin,
+  encode: (s) => s
+})
+export const origins = codec(ListText, Schema.Array(Origin), "comma-separated origins like https://app.example.com")
+
+const hostPattern = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)(:\d{1,5})?$/i
+const HostName = Schema.transform(stringWhere((s) => hostPattern.test(s)), Schema.String, {
+  strict: true,
+  decode: (s) => s.toLowerCase(),
+  encode: (s) => s
+})
+export const hostNames = codec(ListText, Schema.Array(HostName), "comma-separated host names like sidecar.internal or sidecar.internal:9190")
+
+/** Secrets become `Redacted` as soon as they are read; header values cannot hold spaces or controls. */
+export const secret = codec(
+  Schema.String,
+  Schema.transform(stringWhere((s) => /^[\x21-\x7e]+$/.test(s)), Schema.RedactedFromSelf(Schema.String), {
+    strict: true,
+    decode: (s) => Redacted.make(s),
+    encode: (r) => Redacted.value(r)
+  }),
+  "printable ASCII without spaces"
+)
+
+/** The whole URL is redacted: it may carry a password. */
+export const redisUrl = codec(
+  Schema.String,
+  Schema.transform(stringWhere((s) => (urlWith(s, ["redis:", "rediss:"])?.hostname ?? "") !== ""), Schema.RedactedFromSelf(Schema.String), {
+    strict: true,
+    decode: (s) => Redacted.make(s),
+    encode: (r) => Redacted.value(r)
+  }),
+  "a redis:// or rediss:// URL with a host"
+)
+
+export const limitKey = codec(Schema.String, stringWhere((s) => /^[\x21-\x7e]{1,256}$/.test(s)), "1-256 printable ASCII characters without spaces")
+
+function urlWith(s: string, protocols: ReadonlyArray<string>): URL | undefined {
+  try {
+    const url = new URL(s)
+    return protocols.includes(url.protocol) ? url : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function isOrigin(s: string): boolean {
+  const url = urlWith(s, ["http:", "https:"])
+  return url !== undefined && url.username === "" && url.password === "" && url.pathname === "/" && url.search === "" &&
+    url.hash === "" && !/^https?:\/\/[^/]+\/./i.test(s) && !s.endsWith("?") && !s.endsWith("#")
+}
