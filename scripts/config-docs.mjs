@@ -1,4 +1,4 @@
-// Rewrites .env.example and the README's configuration table from src/Settings.ts.
+// Rewrites .env.example and the README's configuration table from src/Config/Settings.ts.
 import { build } from "esbuild"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url"
 const dir = mkdtempSync(join(tmpdir(), "config-docs-"))
 try {
   const outfile = join(dir, "ConfigDocs.mjs")
-  await build({ entryPoints: ["src/ConfigDocs.ts"], bundle: true, platform: "node", format: "esm", outfile, logLevel: "warning" })
+  await build({ entryPoints: ["src/Config/ConfigDocs.ts"], bundle: true, platform: "node", format: "esm", outfile, logLevel: "warning" })
   const docs = await import(pathToFileURL(outfile).href)
   writeFileSync(".env.example", docs.renderEnvExample())
   const readme = readFileSync("README.md", "utf8")

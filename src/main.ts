@@ -1,7 +1,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
 import * as App from "./App.js"
-import * as Cli from "./Cli.js"
+import * as Cli from "./Config/Cli.js"
 import * as Logging from "./Observability/Logging.js"
 import * as Tracing from "./Observability/Tracing.js"
 import { version } from "./Version.js"

@@ -3,11 +3,11 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
-import { loadConfig } from "../src/Cli.js"
-import { diffConfig, reloadConfig } from "../src/ConfigReload.js"
-import { HotPatch, hotChanges, hotNames, patchProblem } from "../src/HotSettings.js"
-import { settingNames, table } from "../src/Settings.js"
-import { SidecarConfig } from "../src/SidecarConfig.js"
+import { loadConfig } from "../src/Config/Cli.js"
+import { diffConfig, reloadConfig } from "../src/Config/ConfigReload.js"
+import { HotPatch, hotChanges, hotNames, patchProblem } from "../src/Config/HotSettings.js"
+import { settingNames, table } from "../src/Config/Settings.js"
+import { SidecarConfig } from "../src/Config/SidecarConfig.js"
 
 const decode = (json: unknown) => Schema.decodeUnknownEither(HotPatch)(json)
 const refusal = (json: unknown) => Either.match(decode(json), { onLeft: patchProblem, onRight: () => undefined })
@@ -89,14 +89,14 @@ describe("SIGHUP reload", () => {
   it("refuses an invalid file with ConfigInvalid naming the field, without showing secrets", async () => {
     const file = write("rate_rpm: 40\n")
     const current = await start(file)
-    writeFileSync(file, "rate_rpm: -1\nqueue_full_policy: yolo\nredis_url: http://:nvapi-FAKE-pw@redis\n")
+    writeFileSync(file, "rate_rpm: -1\nqueue_full_policy: yolo\nadmin_token: nvapi-FAKE pw\n")
     const result = await reload(current, file)
     const error = Either.flip(result).pipe(Either.getOrThrow)
     expect(error._tag).toBe("ConfigInvalid")
     expect(error.problems).toEqual([
       "SIDECAR_RATE_RPM: expected a number > 0, got \"-1\"",
-      "SIDECAR_REDIS_URL: expected a redis:// or rediss:// URL with a host (the value is secret and not shown)",
-      "SIDECAR_QUEUE_FULL_POLICY: expected one of passthrough, reject, drop_lowest, got \"yolo\""
+      "SIDECAR_QUEUE_FULL_POLICY: expected one of passthrough, reject, drop_lowest, got \"yolo\"",
+      "SIDECAR_ADMIN_TOKEN: expected printable ASCII without spaces (the value is secret and not shown)"
     ])
     expect(error.message).not.toContain("nvapi-FAKE")
   })

@@ -3,10 +3,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
-import { configLayer, helpText, parseCommand, readConfigFile } from "../src/Cli.js"
-import { renderConfigTable } from "../src/ConfigDocs.js"
-import { settingNames, table, type SettingName } from "../src/Settings.js"
-import { SidecarConfig, unknownVariables } from "../src/SidecarConfig.js"
+import { configLayer, helpText, parseCommand, readConfigFile } from "../src/Config/Cli.js"
+import { renderConfigTable } from "../src/Config/ConfigDocs.js"
+import { settingNames, table, type SettingName } from "../src/Config/Settings.js"
+import { SidecarConfig, unknownVariables } from "../src/Config/SidecarConfig.js"
 
 const load = (env: Record<string, string>, file?: Record<string, string>) => Effect.runPromise(SidecarConfig.load(env, file))
 // [] when the configuration is valid (a failed flip would carry the whole config into the report).
@@ -36,9 +36,6 @@ describe("SidecarConfig", () => {
     expect([c.corsOrigins, c.allowedHosts]).toEqual([[], []])
     expect([Duration.toSeconds(c.headersTimeout), Duration.toSeconds(c.bodyTimeout)]).toEqual([10, 30])
     expect([c.maxHeaders, c.upstreamConnections, c.maxClients]).toEqual([100, 256, 1000])
-    expect(Option.isNone(c.redisUrl)).toBe(true)
-    expect(c.redisFailure).toBe("local")
-    expect(Option.isNone(c.limitKey)).toBe(true)
     expect(c.fairness).toBe(true)
   })
 
@@ -51,9 +48,6 @@ describe("SidecarConfig", () => {
       SIDECAR_BODY_TIMEOUT: "7",
       SIDECAR_MAX_HEADERS: "50",
       SIDECAR_UPSTREAM_CONNECTIONS: "16",
-      SIDECAR_REDIS_URL: "rediss://:pw@redis.internal:6380/2",
-      SIDECAR_REDIS_FAILURE: "closed",
-      SIDECAR_LIMIT_KEY: "team-a:nvidia",
       SIDECAR_FAIRNESS: "OFF",
       SIDECAR_MAX_CLIENTS: "20"
     })
@@ -62,9 +56,6 @@ describe("SidecarConfig", () => {
     expect(c.allowedHosts).toEqual(["sidecar.internal", "sidecar.internal:9190", "[::1]:9190"])
     expect([Duration.toMillis(c.headersTimeout), Duration.toMillis(c.bodyTimeout)]).toEqual([2500, 7000])
     expect([c.maxHeaders, c.upstreamConnections, c.maxClients]).toEqual([50, 16, 20])
-    expect(Option.map(c.redisUrl, Redacted.value)).toEqual(Option.some("rediss://:pw@redis.internal:6380/2"))
-    expect(c.redisFailure).toBe("closed")
-    expect(c.limitKey).toEqual(Option.some("team-a:nvidia"))
     expect(c.fairness).toBe(false)
   })
 
@@ -103,7 +94,7 @@ describe("SidecarConfig", () => {
   })
 
   it("keeps the API key redacted and never echoes secrets in errors", async () => {
-    const c = await load({ SIDECAR_API_KEY: "nvapi-super-secret", SIDECAR_REDIS_URL: "redis://:redis-pw-secret@r:6379" })
+    const c = await load({ SIDECAR_API_KEY: "nvapi-super-secret", SIDECAR_ADMIN_TOKEN: "redis-pw-secret" })
     expect(String(c.apiKey)).not.toContain("nvapi-super-secret")
     expect(JSON.stringify(c)).not.toContain("nvapi-super-secret")
     expect(JSON.stringify(c)).not.toContain("redis-pw-secret")
@@ -115,13 +106,12 @@ describe("SidecarConfig", () => {
     const found = await problems({
       SIDECAR_API_KEY: `${fake} `,
       SIDECAR_ADMIN_TOKEN: `${fake}\n`,
-      SIDECAR_REDIS_URL: `http://user:${fake}@redis.internal:6379`,
       SIDECAR_UPSTREAM: `ftp://user:${fake}@upstream.example`,
       SIDECAR_PASSTHROUGH_UPSTREAM: `https://${fake}@exa mple.com/v1`,
       SIDECAR_CORS_ORIGINS: `https://user:${fake}@app.example.com`
     })
     expect(found.map((p) => p.split(":")[0]).sort()).toEqual([
-      "SIDECAR_ADMIN_TOKEN", "SIDECAR_API_KEY", "SIDECAR_CORS_ORIGINS", "SIDECAR_PASSTHROUGH_UPSTREAM", "SIDECAR_REDIS_URL", "SIDECAR_UPSTREAM"
+      "SIDECAR_ADMIN_TOKEN", "SIDECAR_API_KEY", "SIDECAR_CORS_ORIGINS", "SIDECAR_PASSTHROUGH_UPSTREAM", "SIDECAR_UPSTREAM"
     ])
     for (const p of found) {
       expect(p).not.toContain(fake)
@@ -141,11 +131,9 @@ describe("SidecarConfig", () => {
       SIDECAR_LOG_LEVEL: "LOUD",
       SIDECAR_FALLBACK_PASSTHROUGH: "maybe",
       SIDECAR_FAIRNESS: "sometimes",
-      SIDECAR_RATE_CONTROL: "pid",
-      SIDECAR_REDIS_FAILURE: "open"
+      SIDECAR_RATE_CONTROL: "pid"
     })).toEqual([
       "SIDECAR_RATE_CONTROL: expected one of adr009, learning, got \"pid\"",
-      "SIDECAR_REDIS_FAILURE: expected one of local, closed, got \"open\"",
       "SIDECAR_FALLBACK_PASSTHROUGH: expected one of true, false, 1, 0, yes, no, got \"maybe\"",
       "SIDECAR_FAIRNESS: expected one of on, off, got \"sometimes\"",
       "SIDECAR_LOG_LEVEL: expected one of TRACE, DEBUG, INFO, WARNING, ERROR, FATAL, NONE (any case), got \"LOUD\""
@@ -158,8 +146,8 @@ describe("SidecarConfig", () => {
     SIDECAR_CORS_ORIGINS: "https://app.example.com/path", SIDECAR_UPSTREAM: "integrate.api.nvidia.com",
     SIDECAR_PASSTHROUGH_UPSTREAM: "ws://x", SIDECAR_API_KEY: "two words", SIDECAR_GATEWAY_ALIASES: ",,",
     SIDECAR_UPSTREAM_CONNECTIONS: "0", SIDECAR_RATE_RPM: "0", SIDECAR_BUCKET_CAPACITY: "1.5", SIDECAR_RATE_CONTROL: "fast",
-    SIDECAR_MAX_INFLIGHT: "many", SIDECAR_MAX_RETRIES: "-1", SIDECAR_REDIS_URL: "redis://", SIDECAR_REDIS_FAILURE: "open",
-    SIDECAR_LIMIT_KEY: "a b", SIDECAR_QUEUE_MAX: "1e400", SIDECAR_QUEUE_FULL_POLICY: "yolo", SIDECAR_FALLBACK_PASSTHROUGH: "2",
+    SIDECAR_MAX_INFLIGHT: "many", SIDECAR_MAX_RETRIES: "-1",
+    SIDECAR_QUEUE_MAX: "1e400", SIDECAR_QUEUE_FULL_POLICY: "yolo", SIDECAR_FALLBACK_PASSTHROUGH: "2",
     SIDECAR_LOW_TIMEOUT: "0", SIDECAR_QUEUE_TIMEOUT: "Infinity", SIDECAR_FAIRNESS: "true", SIDECAR_MAX_CLIENTS: "1.5",
     SIDECAR_TIMEOUT: "NaN", SIDECAR_HEADERS_TIMEOUT: "-2", SIDECAR_BODY_TIMEOUT: "soon", SIDECAR_MAX_HEADERS: "0",
     SIDECAR_MAX_BODY_BYTES: "10MB", SIDECAR_DRAIN_TIMEOUT: "0", SIDECAR_LOG_LEVEL: "verbose", SIDECAR_ADMIN_TOKEN: "tab\there"

@@ -6,7 +6,7 @@ import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { makeTicket } from "../src/Admission/Ticket.js"
 import { Snapshot } from "../src/Control/Snapshot.js"
 import { Metrics } from "../src/Observability/Metrics.js"
-import { SidecarConfig } from "../src/SidecarConfig.js"
+import { SidecarConfig } from "../src/Config/SidecarConfig.js"
 
 // The real in-memory services; Metrics counts how often a snapshot is computed (each computation reads the counts once).
 const counted = (computations: Ref.Ref<number>) => {

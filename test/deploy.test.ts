@@ -7,8 +7,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { renderEnvExample } from "../src/ConfigDocs.js";
-import { externalVariables, settingNames } from "../src/Settings.js";
+import { renderEnvExample } from "../src/Config/ConfigDocs.js";
+import { externalVariables, settingNames } from "../src/Config/Settings.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const read = (path: string): string => readFileSync(join(root, path), "utf8");

@@ -2,7 +2,7 @@ import { Clock, Context, Duration, Effect, FiberRef, Layer, LogLevel, Option } f
 import { RateLimited, type AdmissionError } from "../Common/Errors.js"
 import { retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
 import { Metrics } from "../Observability/Metrics.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { Inflight } from "./Inflight.js"
 import type { AdmissionRequest, Permit, UpstreamOutcome, Verdict } from "./Permit.js"
 import { PriorityQueue } from "./PriorityQueue.js"

@@ -1,5 +1,5 @@
 import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer } from "effect"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 
 /**
  * The in-flight bound (SIDECAR_MAX_INFLIGHT). A plain counter, not STM: taking and freeing a

@@ -1,7 +1,7 @@
 import { Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Ref } from "effect"
 import { Evicted, InvalidPatch, QueueFull, RateLimited, ShuttingDown } from "../Common/Errors.js"
 import { rank, type Priority } from "../Common/Priority.js"
-import { SidecarConfig, type QueueFullPolicy } from "../SidecarConfig.js"
+import { SidecarConfig, type QueueFullPolicy } from "../Config/SidecarConfig.js"
 import type { Ticket, TicketOutcome } from "./Ticket.js"
 import { TicketQueue } from "./TicketQueue.js"
 

@@ -1,7 +1,7 @@
 import { Clock, Context, Deferred, Duration, Effect, Layer, Ref, Schedule } from "effect"
 import * as Retreat from "./Retreat.js"
 import { SlidingCounts } from "../Common/SlidingCounts.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 
 export interface LimiterSnapshot {
   readonly tokens: number

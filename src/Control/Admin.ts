@@ -7,8 +7,8 @@ import { AdminForbidden, AdminUnauthorized, InvalidPatch } from "../Common/Error
 import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { parseJsonBody, readBody } from "../DataPath/Body.js"
 import { writeError, writeJson } from "../DataPath/Reply.js"
-import { HotPatch, hotChanges, patchProblem } from "../HotSettings.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { HotPatch, hotChanges, patchProblem } from "../Config/HotSettings.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 
 /** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
 export const makeAdmin = Effect.gen(function*() {

@@ -1,7 +1,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
 import { joinTo, upstreamBase } from "../DataPath/UpstreamUrl.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 
 /** Whether the primary upstream answers HTTP at all, probed at most once per 5 s. */
 export class Readiness extends Context.Tag("sidecar/Readiness")<Readiness, {

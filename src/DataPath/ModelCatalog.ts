@@ -1,7 +1,7 @@
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import { UpstreamFailed } from "../Common/Errors.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { Upstream, type UpstreamName } from "./Upstream.js"
 import { joinTo, upstreamBase } from "./UpstreamUrl.js"
 

@@ -3,7 +3,7 @@ import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effe
 import type { Readable } from "node:stream"
 import { Agent, type Dispatcher } from "undici"
 import { UpstreamFailed, UpstreamTimeout } from "../Common/Errors.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 import type { HeaderRecord } from "./Headers.js"
 import { joinTo, upstreamBase } from "./UpstreamUrl.js"
 

@@ -1,5 +1,5 @@
 import { Cause, Effect, HashMap, Layer, Logger } from "effect"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 
 /**
  * One flat JSON object per line: `{"time","level","msg",...fields}`. Log an object

@@ -3,7 +3,7 @@ import { OTLPTraceExporter as JsonExporter } from "@opentelemetry/exporter-trace
 import { OTLPTraceExporter as ProtobufExporter } from "@opentelemetry/exporter-trace-otlp-proto"
 import { BatchSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Config, Effect, Layer, Option } from "effect"
-import { ConfigInvalid } from "../ConfigInvalid.js"
+import { ConfigInvalid } from "../Config/ConfigInvalid.js"
 import { version } from "../Version.js"
 
 /** Spans stay off (no cost, the client's `traceparent` passes through) unless an OTLP endpoint is set. */

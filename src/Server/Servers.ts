@@ -8,7 +8,7 @@ import { Snapshot } from "../Control/Snapshot.js"
 import * as Bridge from "../DataPath/Bridge.js"
 import { writeError } from "../DataPath/Reply.js"
 import { Metrics } from "../Observability/Metrics.js"
-import { SidecarConfig } from "../SidecarConfig.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { serve } from "./NodeServer.js"
 import { makeRoutes } from "./Routes.js"
 

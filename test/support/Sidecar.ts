@@ -3,7 +3,7 @@ import type { Resource } from "@effect/opentelemetry"
 import * as App from "../../src/App.js"
 import * as Tracing from "../../src/Observability/Tracing.js"
 import { MetricsServer, ProxyServer } from "../../src/Server/Servers.js"
-import { SidecarConfig, type SidecarConfigShape } from "../../src/SidecarConfig.js"
+import { SidecarConfig, type SidecarConfigShape } from "../../src/Config/SidecarConfig.js"
 
 export interface RunningSidecar {
   readonly url: string

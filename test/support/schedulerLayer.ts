@@ -8,7 +8,7 @@ import * as App from "../../src/App.js"
 import type { AdmissionError } from "../../src/Common/Errors.js"
 import type { Priority } from "../../src/Common/Priority.js"
 import { Metrics } from "../../src/Observability/Metrics.js"
-import { SidecarConfig, type SidecarConfigShape } from "../../src/SidecarConfig.js"
+import { SidecarConfig, type SidecarConfigShape } from "../../src/Config/SidecarConfig.js"
 
 export type ConfigOverrides = Partial<SidecarConfigShape>
 

@@ -5,7 +5,7 @@ import * as C from "./SettingCodecs.js"
 export const QueueFullPolicy = C.oneOf("passthrough", "reject", "drop_lowest")
 export type QueueFullPolicy = typeof QueueFullPolicy.value.Type
 
-export type Group = "listening" | "browsers" | "upstreams" | "rate limit" | "shared limit" | "queue" | "requests" | "lifecycle and operations"
+export type Group = "listening" | "browsers" | "upstreams" | "rate limit" | "queue" | "requests" | "lifecycle and operations"
 
 /** One setting, described once: everything else (`--help`, `.env.example`, the README table, YAML keys,
  * the admin patch schema, the config shape) is derived from these entries. */
@@ -104,20 +104,6 @@ export const settings = {
   SIDECAR_MAX_RETRIES: {
     field: "maxRetries", yaml: "max_retries", group: "rate limit", default: "2", schema: C.nonNegativeInt,
     doc: "internal retries of an upstream 429 before the client sees it"
-  },
-  SIDECAR_REDIS_URL: {
-    field: "redisUrl", yaml: "redis_url", group: "shared limit", default: undefined, schema: C.redisUrl, secret: true,
-    doc: "Redis for a limit shared by replicas (redis:// or rediss://); unset = local limit",
-    note: ["Its password is never logged or echoed."]
-  },
-  SIDECAR_REDIS_FAILURE: {
-    field: "redisFailure", yaml: "redis_failure", group: "shared limit", default: "local", schema: C.oneOf("local", "closed"),
-    doc: "when Redis is unreachable",
-    note: ["local: fall back to this replica's own limit; closed: admit nothing until Redis is back."]
-  },
-  SIDECAR_LIMIT_KEY: {
-    field: "limitKey", yaml: "limit_key", group: "shared limit", default: undefined, schema: C.limitKey,
-    doc: "replicas with the same key share one bucket and one learned rate"
   },
   SIDECAR_QUEUE_MAX: {
     field: "queueMax", yaml: "queue_max", group: "queue", default: "500", schema: C.nonNegativeInt, hot: "queue_max_size",

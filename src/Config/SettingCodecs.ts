@@ -160,19 +160,6 @@ export const secret = codec(
   "printable ASCII without spaces"
 )
 
-/** The whole URL is redacted: it may carry a password. */
-export const redisUrl = codec(
-  Schema.String,
-  Schema.transform(stringWhere((s) => (urlWith(s, ["redis:", "rediss:"])?.hostname ?? "") !== ""), Schema.RedactedFromSelf(Schema.String), {
-    strict: true,
-    decode: (s) => Redacted.make(s),
-    encode: (r) => Redacted.value(r)
-  }),
-  "a redis:// or rediss:// URL with a host"
-)
-
-export const limitKey = codec(Schema.String, stringWhere((s) => /^[\x21-\x7e]{1,256}$/.test(s)), "1-256 printable ASCII characters without spaces")
-
 function urlWith(s: string, protocols: ReadonlyArray<string>): URL | undefined {
   try {
     const url = new URL(s)

@@ -7,7 +7,7 @@ import { helpRows } from "./ConfigDocs.js"
 import { hotSettings } from "./HotSettings.js"
 import { closest, settingForKey, settingNames, table } from "./Settings.js"
 import { SidecarConfig, type SidecarConfigShape } from "./SidecarConfig.js"
-import { version } from "./Version.js"
+import { version } from "../Version.js"
 
 export type Command =
   | { readonly _tag: "Help" }
