@@ -15,13 +15,13 @@ export interface Codec<A, J> {
 
 /** A value as shown in a message: quoted, credentials in URLs masked, long text cut. */
 export const show = (actual: unknown): string => {
-  const masked = typeof actual === "string" ? actual.replace(/\/\/[^/@\s]*@/g, "//****@") : actual
+  const masked = typeof actual === "string" ? maskUserinfo(actual) : actual
   const text = JSON.stringify(masked) ?? String(masked)
   return text.length > 120 ? `${text.slice(0, 117)}...` : text
 }
 
-/** `redis://user:****@host:6379/0`: a URL fit for a log line. */
-export const maskPassword = (url: string): string => url.replace(/(\/\/[^/:@\s]*):[^/@\s]*@/, "$1:****@")
+/** `https://****@host/v1`: any credentials in a URL hidden, for messages, log lines and the admin API. */
+export const maskUserinfo = (text: string): string => text.replace(/\/\/[^/@\s]*@/g, "//****@")
 
 const codec = <A, J>(
   text: Schema.Schema<J, string>,

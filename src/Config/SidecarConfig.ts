@@ -1,6 +1,6 @@
-import { Context, Effect, Either, Layer, Option, Redacted, Schema, type Types } from "effect"
+import { Context, Duration, Effect, Either, Layer, type LogLevel, Option, Redacted, Schema, type Types } from "effect"
 import { ConfigInvalid } from "./ConfigInvalid.js"
-import { show } from "./SettingCodecs.js"
+import { maskUserinfo, show } from "./SettingCodecs.js"
 import { closest, settingNames, type settings, table, type SettingName } from "./Settings.js"
 
 export { QueueFullPolicy } from "./Settings.js"
@@ -115,4 +115,36 @@ function decodeSettings(
   }
   // Built field by field from the entries whose types define SidecarConfigShape.
   return Either.right(config as SidecarConfigShape)
+}
+
+/** Where this run's configuration came from: what a SIGHUP re-reads, and what start-up checks for typos. */
+export class ConfigSource extends Context.Tag("sidecar/ConfigSource")<ConfigSource, {
+  readonly configFile: string | undefined
+  readonly env: Readonly<Record<string, string | undefined>>
+}>() {}
+
+/**
+ * The effective configuration for the start-up log line: every setting by env name, secrets as
+ * "(set)", credentials in URLs masked, durations in seconds.
+ */
+export const describeConfig = (config: SidecarConfigShape): Record<string, unknown> => {
+  const values: Readonly<Record<string, unknown>> = config
+  const described: Record<string, unknown> = {}
+  for (const name of settingNames) {
+    if (name === "SIDECAR_FALLBACK_PASSTHROUGH") continue // shown as the queue-full policy it sets
+    const value = values[table[name].field]
+    described[name] = table[name].secret === true ? (isSet(value) ? "(set)" : null) : display(value)
+  }
+  return described
+}
+
+const isSet = (value: unknown): boolean => !(Option.isOption(value) && Option.isNone(value))
+
+function display(value: unknown): unknown {
+  if (Option.isOption(value)) return Option.isNone(value) ? null : display(value.value)
+  if (Duration.isDuration(value)) return Duration.toSeconds(value)
+  if (Array.isArray(value)) return value.map(display)
+  if (typeof value === "string") return maskUserinfo(value)
+  if (typeof value === "object" && value !== null && "label" in value) return (value as LogLevel.LogLevel).label
+  return value
 }
