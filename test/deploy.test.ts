@@ -18,12 +18,15 @@ const SETTINGS = [...Object.keys(settings), "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL
 const DRAIN_TIMEOUT_DEFAULT_S = 25;
 
 const UNIT = "deploy/nvidia-sidecar.service";
+// The Node.js LTS line every deploy path ships (Dockerfile, flake.nix) and CI's second test run uses.
+const DEPLOYED_NODE_MAJOR = 24;
 // What every deploy path installs: the bundle, the CLI entry point, the dashboard page, package.json.
 const RUNTIME_PARTS = ["bin", "dist", "static", "package.json"] as const;
 
 interface PackageJson {
   readonly bin: Record<string, string>;
   readonly scripts: Record<string, string>;
+  readonly engines: { readonly node: string };
 }
 const pkg = JSON.parse(read("package.json")) as PackageJson;
 const entryPoint = pkg.bin["nvidia-sidecar"] ?? "";
@@ -168,7 +171,7 @@ describe("flake", () => {
     expect(flake).toContain(`npmBuildScript = "build";`);
     expect(flake).toMatch(/npmDeps = importNpmLock \{/);
     expect(flake).toContain("npmConfigHook = importNpmLock.npmConfigHook;");
-    expect(flake).toContain("nodejs = pkgs.nodejs_20;");
+    expect(flake).toContain(`nodejs = pkgs.nodejs_${String(DEPLOYED_NODE_MAJOR)};`);
     expect(flake).toContain(`makeWrapper \${nodejs}/bin/node $out/bin/nvidia-sidecar`);
     expect(flake).toContain(`--add-flags $out/lib/nvidia-sidecar/${entryPoint}`);
     expect(flake).toContain("cp -r bin dist static $out/lib/nvidia-sidecar/");
@@ -187,6 +190,37 @@ describe("flake", () => {
     expect(String(nixpkgs?.locked?.["rev"])).toMatch(/^[0-9a-f]{40}$/);
     expect(String(nixpkgs?.locked?.["narHash"])).toMatch(/^sha256-[A-Za-z0-9+/]{43}=$/);
     expect(flake).toContain(`github:NixOS/nixpkgs/${String(nixpkgs?.original?.["ref"])}"`);
+  });
+});
+
+describe("Node.js line", () => {
+  const engines = pkg.engines.node;
+
+  it("states a range in engines that admits the Node.js running these tests", () => {
+    expect(satisfiesCaretRange(engines, process.versions.node), `node ${process.versions.node} vs engines ${engines}`).toBe(true);
+  });
+
+  it("admits the deployed LTS line and Node 20 from undici's floor up, and no odd (never-LTS) line", () => {
+    expect(satisfiesCaretRange(engines, `${String(DEPLOYED_NODE_MAJOR)}.0.0`)).toBe(true);
+    expect(satisfiesCaretRange(engines, "20.18.1")).toBe(true);
+    // undici 7 (bundled into dist/) needs Node >= 20.18.1.
+    expect(satisfiesCaretRange(engines, "20.18.0")).toBe(false);
+    for (const odd of ["19.9.0", "21.7.3", "23.11.1", "25.9.0"]) expect(satisfiesCaretRange(engines, odd), odd).toBe(false);
+  });
+
+  it("ships the same LTS line from the Dockerfile, the flake and CI's second run", () => {
+    const image = /^ARG NODE_IMAGE=node:(\d+)-/m.exec(read("Dockerfile"))?.[1];
+    expect(Number(image)).toBe(DEPLOYED_NODE_MAJOR);
+    // Every nodejs_N in the flake (package, wrapper, dev shell) is that line.
+    const flakeLines = [...read("flake.nix").matchAll(/\bnodejs_(\d+)\b/g)].map((m) => Number(m[1]));
+    expect(flakeLines.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(flakeLines)).toEqual(new Set([DEPLOYED_NODE_MAJOR]));
+    expect(Number(/^lts_major=(\d+)$/m.exec(read(".ci/run"))?.[1])).toBe(DEPLOYED_NODE_MAJOR);
+  });
+
+  it("builds the bundle for the oldest line engines admits", () => {
+    const lowest = Math.min(...engines.split("||").map((clause) => Number(/\^(\d+)/.exec(clause)?.[1])));
+    expect(read("scripts/build.mjs")).toContain(`target: "node${String(lowest)}"`);
   });
 });
 
@@ -290,6 +324,17 @@ describe.skipIf(!existsSync(join(root, "dist/main.mjs")))("runtime layout (needs
     }
   }, 45_000);
 });
+
+/** Whether version x.y.z satisfies a range of `^x[.y[.z]]` clauses joined by `||` (the only form engines uses). */
+function satisfiesCaretRange(range: string, version: string): boolean {
+  const [major = NaN, minor = NaN, patch = NaN] = version.split(".").map(Number);
+  return range.split("||").some((raw) => {
+    const clause = /^\^(\d+)(?:\.(\d+))?(?:\.(\d+))?$/.exec(raw.trim());
+    if (!clause) throw new Error(`engines clause not of the form ^x.y.z: "${raw.trim()}"`);
+    const [want, wantMinor, wantPatch] = [Number(clause[1]), Number(clause[2] ?? 0), Number(clause[3] ?? 0)];
+    return major === want && (minor > wantMinor || (minor === wantMinor && patch >= wantPatch));
+  });
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
