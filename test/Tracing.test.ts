@@ -23,15 +23,20 @@ const incoming = `00-${traceId}-00f067aa0ba902b7-01`
 describe("tracing", () => {
   it("records one span tree per queued request and continues the client's trace to the upstream", async () => {
     const exporter = new InMemorySpanExporter()
-    // 600 RPM, burst 1: the second request waits ~100 ms for a token.
-    const sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 600, bucketCapacity: 1 }, { tracing: Tracing.layerWith(new SimpleSpanProcessor(exporter)) })
+    // 120 RPM, burst 1: the first request spends the only token, the traced one waits up to 500 ms
+    // for the next. (At 600 RPM a cold first call could take longer than the 100 ms refill, and the
+    // traced request then found a token waiting: no token_wait span.)
+    const sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 120, bucketCapacity: 1 }, { tracing: Tracing.layerWith(new SimpleSpanProcessor(exporter)) })
     // Read before close: shutting the SDK down empties the in-memory exporter.
     let finished: Array<ReadableSpan> = []
     try {
       const send = (headers: Record<string, string>) =>
         request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers, body: JSON.stringify({ model: "nvidia/deepseek-ai/r1" }) }).then((r) => r.body.text())
-      await send({})
-      await send({ traceparent: incoming, "x-priority": "high" })
+      const before = upstream.received.length
+      const first = send({})
+      // The token is spent once the upstream has the first call: send the traced one right then.
+      await until(() => upstream.received.length > before)
+      await Promise.all([first, send({ traceparent: incoming, "x-priority": "high" })])
       await until(() => exporter.getFinishedSpans().filter((s) => s.name === "sidecar.request").length === 2)
       finished = [...exporter.getFinishedSpans()]
     } finally {
