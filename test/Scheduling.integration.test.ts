@@ -3,7 +3,7 @@ import OpenAI from "openai"
 import { request } from "undici"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
-import { untilQueued } from "./support/Observe.js"
+import { metricValue, scrape, until, untilQueued } from "./support/Observe.js"
 import { startSidecar, type RunningSidecar } from "./support/Sidecar.js"
 
 let upstream: MockUpstream
@@ -107,26 +107,42 @@ describe("the limited path against a real upstream", () => {
 describe("priority through the openai SDK", () => {
   it("admits 100 concurrent mixed-priority requests in priority order and loses none", async () => {
     const order: Array<string> = []
-    upstream.handler = (req, res) => {
+    let releaseFirst = () => {}
+    const firstHeld = new Promise<void>((resolve) => (releaseFirst = resolve))
+    upstream.handler = async (req, res) => {
+      // Scraping /metrics below makes the sidecar probe GET /v1/models: not a chat call.
+      if (req.method !== "POST") return json(res, 200, { object: "list", data: [] })
       order.push(String(req.json?.user))
+      if (order.length === 1) await firstHeld
       json(res, 200, { id: "c", object: "chat.completion", created: 0, model: "m", choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }] })
     }
-    // 1200 RPM, burst 1: one admission every 50 ms while all 100 are queued.
-    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 1200, bucketCapacity: 1 })
+    // 1200 RPM, burst 1, one call in flight: the first call keeps the only slot until the other 99
+    // are all queued, then one admission every 50 ms. (Without the held slot, on a loaded machine
+    // some of the 100 connections arrived after admissions had begun: a late urgent request went
+    // after an earlier high one.)
+    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 1200, bucketCapacity: 1, maxInflight: 1 })
     const client = new OpenAI({ baseURL: `${sidecar.url}/v1`, apiKey: "k", maxRetries: 0 })
     const levels = ["low", "normal", "high", "urgent"] as const
-    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => {
+    const calls = Promise.all(Array.from({ length: 100 }, (_, i) => {
       const priority = levels[(i * 7) % 4]!
       return client.chat.completions.create(
         { model: "nvidia/x", messages: [{ role: "user", content: "hi" }], user: `${priority}-${i}` },
         { headers: { "X-Priority": priority } }
       )
     }))
+    const metricsUrl = sidecar.metricsUrl
+    await until(async () => {
+      const text = await scrape(metricsUrl)
+      return levels.reduce((sum, level) => sum + (metricValue(text, `sidecar_queue_depth{priority="${level}"}`) ?? 0), 0) === 99
+    }, 15_000)
+    expect(order).toHaveLength(1)
+    releaseFirst()
+    const results = await calls
     expect(results).toHaveLength(100)
     expect(order).toHaveLength(100)
     const rank = { urgent: 0, high: 1, normal: 2, low: 3 } as const
     // The first request may be admitted before the others are queued; after it, strictly by level.
     const ranks = order.slice(1).map((u) => rank[u.split("-")[0] as keyof typeof rank])
     expect(ranks).toEqual([...ranks].sort((a, b) => a - b))
-  }, 20_000)
+  }, 30_000)
 })
