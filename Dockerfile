@@ -10,7 +10,10 @@
 # into dist/main.mjs, so the ~120 MB of production node_modules would only add size and scanner
 # noise. test/deploy.test.ts starts the sidecar from a directory holding just these entries.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node.js 24, an LTS line (supported until April 2028; Node 20 reached its end of life in April
+# 2026). CI runs the test suite on this line too (.ci/run); test/deploy.test.ts keeps it equal to
+# the flake's nodejs_24.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: full install (dev deps include esbuild), then bundle ------------------------------
 FROM ${NODE_IMAGE} AS build

@@ -1,9 +1,9 @@
 {
   description = "nvidia-sidecar: rate-limiting sidecar proxy for OpenAI-compatible LLM APIs";
 
-  # nixos-25.05 is the last release branch with Node.js 20 before its end of life; flake.lock
-  # pins the branch's final revision.
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  # A supported NixOS release branch; the sidecar runs on its nodejs_24 (Node.js 24, an LTS line,
+  # the same as the Docker image's; Node.js 20 reached its end of life in April 2026).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
     { self, nixpkgs }:
@@ -25,7 +25,7 @@
       mkSidecar =
         pkgs:
         let
-          nodejs = pkgs.nodejs_20;
+          nodejs = pkgs.nodejs_24;
           inherit (pkgs) importNpmLock;
         in
         pkgs.buildNpmPackage {
@@ -131,7 +131,7 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            pkgs.nodejs_20
+            pkgs.nodejs_24
             pkgs.prometheus.cli # promtool, to check /metrics output
           ]
           ++ lib.optionals pkgs.stdenv.hostPlatform.isLinux [

@@ -5,6 +5,8 @@ await build({
   entryPoints: ["src/main.ts"],
   bundle: true,
   platform: "node",
+  // The oldest line package.json "engines" admits (test/deploy.test.ts checks): the same bundle
+  // runs on Node 20 and on the Node 24 that Docker and the flake ship.
   target: "node20",
   format: "esm",
   outfile: "dist/main.mjs",

@@ -1,7 +1,7 @@
 // Deployment artefacts: systemd unit, flake, Dockerfile, .env.example, and the runtime layout
 // they all ship (dist/ + bin/ + package.json, started with node).
 import { describe, it, expect } from "vitest";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -9,23 +9,25 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { renderEnvExample } from "../src/Config/ConfigDocs.js";
 import { externalVariables, settingNames } from "../src/Config/Settings.js";
+import { hasCommand, runTool } from "./support/Tool.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const read = (path: string): string => readFileSync(join(root, path), "utf8");
-const hasCommand = (name: string): boolean =>
-  spawnSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" }).status === 0;
 
 // Every setting the sidecar reads (src/Settings.ts), plus the two OpenTelemetry variables the deployment documents.
 const SETTINGS = [...settingNames, ...externalVariables.map((v) => v.name)];
 const DRAIN_TIMEOUT_DEFAULT_S = 25;
 
 const UNIT = "deploy/nvidia-sidecar.service";
+// The Node.js LTS line every deploy path ships (Dockerfile, flake.nix) and CI's second test run uses.
+const DEPLOYED_NODE_MAJOR = 24;
 // What every deploy path installs: the bundle, the CLI entry point, the dashboard page, package.json.
 const RUNTIME_PARTS = ["bin", "dist", "static", "package.json"] as const;
 
 interface PackageJson {
   readonly bin: Record<string, string>;
   readonly scripts: Record<string, string>;
+  readonly engines: { readonly node: string };
 }
 const pkg = JSON.parse(read("package.json")) as PackageJson;
 const entryPoint = pkg.bin["nvidia-sidecar"] ?? "";
@@ -69,6 +71,29 @@ function dockerInstructions(text: string): Array<{ op: string; args: string }> {
     });
 }
 
+// The checks below run real tools; these fake ones pin down what counts as a complaint.
+describe("external checkers (test/support/Tool.ts)", () => {
+  const fake = (script: string) => runTool("sh", ["-c", script], { about: (line) => line.includes("flake.nix") });
+
+  it("leaves out a tool's talk about the machine, keeps errors and lines about the checked file", () => {
+    const chatter = fake(`echo "warning: the group 'nixbld' specified in 'build-users-group' does not exist" >&2; echo parsed`);
+    expect(chatter.status).toBe(0);
+    expect(chatter.complaints).toEqual([]);
+    expect(chatter.stdout).toBe("parsed\n");
+    expect(fake(`echo "error: syntax error, unexpected ';'" >&2; exit 1`)).toMatchObject({
+      status: 1,
+      complaints: ["error: syntax error, unexpected ';'"],
+    });
+    expect(fake(`echo "warning: something odd at /src/flake.nix:6:3" >&2`).complaints).toEqual(["warning: something odd at /src/flake.nix:6:3"]);
+  });
+
+  it("reports a tool that cannot start as an error", () => {
+    const run = runTool(join(tmpdir(), "no-such-checker"), [], { about: () => false });
+    expect(run.status).toBeNull();
+    expect(run.complaints).toEqual([expect.stringMatching(/^error: .*ENOENT/)]);
+  });
+});
+
 describe("systemd unit", () => {
   const unit = read(UNIT);
   const service = unitSection(unit, "Service");
@@ -79,17 +104,16 @@ describe("systemd unit", () => {
     try {
       const path = join(dir, "nvidia-sidecar.service");
       writeFileSync(path, existsSync("/usr/bin/node") ? unit : unit.replaceAll("/usr/bin/node", process.execPath));
-      const run = spawnSync("systemd-analyze", ["verify", path], { encoding: "utf8" });
-      const complaints = `${run.stdout}${run.stderr}`.split("\n").filter((line) => line.includes("nvidia-sidecar"));
-      expect(complaints).toEqual([]);
-      expect(run.status).toBe(0);
+      const run = runTool("systemd-analyze", ["verify", path], { about: (line) => line.includes("nvidia-sidecar") });
+      expect(run.complaints).toEqual([]);
+      expect(run.status, run.stderr).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   it.skipIf(!hasCommand("systemd-analyze"))("keeps the systemd-analyze security exposure at or below 1.5", () => {
-    const run = spawnSync("systemd-analyze", ["security", "--offline=yes", join(root, UNIT)], { encoding: "utf8" });
+    const run = runTool("systemd-analyze", ["security", "--offline=yes", join(root, UNIT)], { about: () => false });
     const score = /Overall exposure level for nvidia-sidecar\.service: ([\d.]+)/.exec(run.stdout);
     expect(score, run.stdout + run.stderr).not.toBeNull();
     expect(Number(score?.[1])).toBeLessThanOrEqual(1.5);
@@ -121,10 +145,13 @@ describe("systemd unit", () => {
 describe("flake", () => {
   const flake = read("flake.nix");
 
+  // nix from Debian's nix-bin warns about its missing nixbld group on every call: that is about
+  // the machine, not the flake, and must not fail the check.
   it.skipIf(!hasCommand("nix-instantiate"))("parses", () => {
-    const run = spawnSync("nix-instantiate", ["--parse", join(root, "flake.nix")], { encoding: "utf8" });
-    expect(run.stderr).toBe("");
-    expect(run.status).toBe(0);
+    const run = runTool("nix-instantiate", ["--parse", join(root, "flake.nix")], { about: (line) => line.includes("flake.nix") });
+    expect(run.complaints).toEqual([]);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toContain("nixosModules");
   });
 
   it("gives importNpmLock a resolved URL and an integrity hash for every locked package", () => {
@@ -145,7 +172,7 @@ describe("flake", () => {
     expect(flake).toContain(`npmBuildScript = "build";`);
     expect(flake).toMatch(/npmDeps = importNpmLock \{/);
     expect(flake).toContain("npmConfigHook = importNpmLock.npmConfigHook;");
-    expect(flake).toContain("nodejs = pkgs.nodejs_20;");
+    expect(flake).toContain(`nodejs = pkgs.nodejs_${String(DEPLOYED_NODE_MAJOR)};`);
     expect(flake).toContain(`makeWrapper \${nodejs}/bin/node $out/bin/nvidia-sidecar`);
     expect(flake).toContain(`--add-flags $out/lib/nvidia-sidecar/${entryPoint}`);
     expect(flake).toContain("cp -r bin dist static $out/lib/nvidia-sidecar/");
@@ -164,6 +191,37 @@ describe("flake", () => {
     expect(String(nixpkgs?.locked?.["rev"])).toMatch(/^[0-9a-f]{40}$/);
     expect(String(nixpkgs?.locked?.["narHash"])).toMatch(/^sha256-[A-Za-z0-9+/]{43}=$/);
     expect(flake).toContain(`github:NixOS/nixpkgs/${String(nixpkgs?.original?.["ref"])}"`);
+  });
+});
+
+describe("Node.js line", () => {
+  const engines = pkg.engines.node;
+
+  it("states a range in engines that admits the Node.js running these tests", () => {
+    expect(satisfiesCaretRange(engines, process.versions.node), `node ${process.versions.node} vs engines ${engines}`).toBe(true);
+  });
+
+  it("admits the deployed LTS line and Node 20 from undici's floor up, and no odd (never-LTS) line", () => {
+    expect(satisfiesCaretRange(engines, `${String(DEPLOYED_NODE_MAJOR)}.0.0`)).toBe(true);
+    expect(satisfiesCaretRange(engines, "20.18.1")).toBe(true);
+    // undici 7 (bundled into dist/) needs Node >= 20.18.1.
+    expect(satisfiesCaretRange(engines, "20.18.0")).toBe(false);
+    for (const odd of ["19.9.0", "21.7.3", "23.11.1", "25.9.0"]) expect(satisfiesCaretRange(engines, odd), odd).toBe(false);
+  });
+
+  it("ships the same LTS line from the Dockerfile, the flake and CI's second run", () => {
+    const image = /^ARG NODE_IMAGE=node:(\d+)-/m.exec(read("Dockerfile"))?.[1];
+    expect(Number(image)).toBe(DEPLOYED_NODE_MAJOR);
+    // Every nodejs_N in the flake (package, wrapper, dev shell) is that line.
+    const flakeLines = [...read("flake.nix").matchAll(/\bnodejs_(\d+)\b/g)].map((m) => Number(m[1]));
+    expect(flakeLines.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(flakeLines)).toEqual(new Set([DEPLOYED_NODE_MAJOR]));
+    expect(Number(/^lts_major=(\d+)$/m.exec(read(".ci/run"))?.[1])).toBe(DEPLOYED_NODE_MAJOR);
+  });
+
+  it("builds the bundle for the oldest line engines admits", () => {
+    const lowest = Math.min(...engines.split("||").map((clause) => Number(/\^(\d+)/.exec(clause)?.[1])));
+    expect(read("scripts/build.mjs")).toContain(`target: "node${String(lowest)}"`);
   });
 });
 
@@ -272,6 +330,17 @@ describe.skipIf(!existsSync(join(root, "dist/main.mjs")))("runtime layout (needs
     }
   }, 45_000);
 });
+
+/** Whether version x.y.z satisfies a range of `^x[.y[.z]]` clauses joined by `||` (the only form engines uses). */
+function satisfiesCaretRange(range: string, version: string): boolean {
+  const [major = NaN, minor = NaN, patch = NaN] = version.split(".").map(Number);
+  return range.split("||").some((raw) => {
+    const clause = /^\^(\d+)(?:\.(\d+))?(?:\.(\d+))?$/.exec(raw.trim());
+    if (!clause) throw new Error(`engines clause not of the form ^x.y.z: "${raw.trim()}"`);
+    const [want, wantMinor, wantPatch] = [Number(clause[1]), Number(clause[2] ?? 0), Number(clause[3] ?? 0)];
+    return major === want && (minor > wantMinor || (minor === wantMinor && patch >= wantPatch));
+  });
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
