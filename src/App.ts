@@ -4,7 +4,9 @@ import * as Dispatcher from "./Admission/Dispatcher.js"
 import { Inflight } from "./Admission/Inflight.js"
 import { PriorityQueue } from "./Admission/PriorityQueue.js"
 import { RateLimiter } from "./Admission/RateLimiter.js"
+import * as Lifecycle from "./Control/Lifecycle.js"
 import { Readiness } from "./Control/Readiness.js"
+import { Reconfigure } from "./Control/Reconfigure.js"
 import { Snapshot } from "./Control/Snapshot.js"
 import { ModelCatalog } from "./DataPath/ModelCatalog.js"
 import { Upstream } from "./DataPath/Upstream.js"
@@ -23,10 +25,13 @@ export const upstream = ModelCatalog.layer.pipe(
 )
 
 /** Every service, from the leaves up; each is built once and shared. Needs `SidecarConfig`. */
-export const services = Layer.merge(Snapshot.layer, Readiness.layer).pipe(
+export const services = Layer.mergeAll(Snapshot.layer, Readiness.layer, Reconfigure.layer).pipe(
   Layer.provideMerge(admission),
   Layer.provideMerge(Layer.merge(upstream, Metrics.layer))
 )
 
 /** The two listeners on top of the services. Closing it drains the proxy first. */
-export const layer = Layer.mergeAll(ProxyServer.layer, MetricsServer.layer).pipe(Layer.provideMerge(services))
+export const layer = Layer.mergeAll(ProxyServer.layer, MetricsServer.layer, Lifecycle.reloadOnHangup).pipe(
+  Layer.provideMerge(services),
+  Layer.provideMerge(Lifecycle.startupLog)
+)

@@ -2,6 +2,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
 import * as App from "./App.js"
 import * as Cli from "./Config/Cli.js"
+import { ConfigSource } from "./Config/SidecarConfig.js"
 import * as Logging from "./Observability/Logging.js"
 import * as Tracing from "./Observability/Tracing.js"
 import { version } from "./Version.js"
@@ -17,7 +18,8 @@ else if (command._tag === "Invalid") {
 else {
   const main = App.layer.pipe(
     Layer.provide([Logging.layer, Tracing.layer]),
-    Layer.provide(Cli.configLayer(command.configFile, process.env))
+    Layer.provide(Cli.configLayer(command.configFile, process.env)),
+    Layer.provide(Layer.succeed(ConfigSource, { configFile: command.configFile, env: process.env }))
   )
   Layer.launch(main).pipe(
     Effect.tapError((error) => Console.error(error.message)),

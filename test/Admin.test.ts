@@ -25,11 +25,37 @@ afterAll(async () => {
 const post = (base: string, body: unknown, headers: Record<string, string> = {}) =>
   request(`${base}/api/admin/config`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) })
     .then(async (r) => ({ status: r.statusCode, body: (await r.body.json()) as Record<string, unknown> & { error?: { code: string; message: string } } }))
-const get = (base: string, path: string) => request(`${base}${path}`).then(async (r) => ({ status: r.statusCode, body: (await r.body.json()) as Record<string, never> }))
+const get = (base: string, path: string, headers: Record<string, string> = {}) =>
+  request(`${base}${path}`, { headers }).then(async (r) => ({ status: r.statusCode, body: (await r.body.json()) as Record<string, never> }))
 
 describe("admin API", () => {
-  it("reads the config with the API key masked", async () => {
-    const { status, body } = await get(secured.url, "/api/admin/config")
+  it("masks credentials in upstream URLs it shows", async () => {
+    const withCreds = await startSidecar({ upstream: "http://user:nvapi-in-url-secret@127.0.0.1:9/v1", passthroughUpstream: Option.some("http://u:pw-passthrough@127.0.0.1:9/v1") })
+    try {
+      const { body } = await get(withCreds.url, "/api/admin/config")
+      expect(body).toMatchObject({ upstream: "http://****@127.0.0.1:9/v1", passthrough_upstream: "http://****@127.0.0.1:9/v1" })
+      expect(JSON.stringify(body)).not.toMatch(/nvapi-in-url-secret|pw-passthrough/)
+    } finally {
+      await withCreds.close()
+    }
+  })
+
+  it("disables admin writes when it listens beyond loopback without a token", async () => {
+    const exposed = await startSidecar({ upstream: upstream.url, host: "0.0.0.0" })
+    try {
+      const res = await post(exposed.url, { rate_rpm: 7 })
+      expect(res.status).toBe(403)
+      expect(res.body.error?.message).toContain("Admin writes are disabled")
+      expect((await get(exposed.url, "/api/admin/config")).body).toMatchObject({ admin_writes: "disabled", rate_rpm: 40 })
+    } finally {
+      await exposed.close()
+    }
+  })
+
+  it("reads the config with the API key masked, and only with the token when one is set", async () => {
+    expect((await get(secured.url, "/api/admin/config")).status).toBe(401)
+    expect((await get(secured.url, "/api/admin/config", { authorization: "Bearer nope" })).status).toBe(403)
+    const { status, body } = await get(secured.url, "/api/admin/config", { authorization: `Bearer ${token}` })
     expect(status).toBe(200)
     expect(body).toMatchObject({ rate_rpm: 1, bucket_capacity: 1, queue_max_size: 5, queue_full_policy: "passthrough", low_priority_timeout: 2, api_key: "****1234", admin_token_set: true })
     expect(JSON.stringify(body)).not.toContain("abcdefgh")
@@ -72,7 +98,7 @@ describe("admin API", () => {
   })
 
   it("validates patches and names the bad field", async () => {
-    const auth = { authorization: `Bearer ${token}` }
+    const auth = { "content-type": "application/json", authorization: `Bearer ${token}` }
     for (const [patch, field] of [
       [{ rate_rpm: -5 }, "rate_rpm"],
       [{ bucket_capacity: 1.5 }, "bucket_capacity"],
@@ -91,12 +117,12 @@ describe("admin API", () => {
   })
 
   it("applies a new rate at once: a queued request is released by the higher rate", async () => {
-    const auth = { authorization: `Bearer ${token}` }
+    const auth = { "content-type": "application/json", authorization: `Bearer ${token}` }
     await post(secured.url, { rate_rpm: 1, bucket_capacity: 1 }, auth)
-    const first = await request(`${secured.url}/v1/chat/completions`, { method: "POST", body: "{\"model\":\"nvidia/x\"}" })
+    const first = await request(`${secured.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{\"model\":\"nvidia/x\"}" })
     await first.body.text()
     const started = performance.now()
-    const queued = request(`${secured.url}/v1/chat/completions`, { method: "POST", body: "{\"model\":\"nvidia/x\"}" })
+    const queued = request(`${secured.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{\"model\":\"nvidia/x\"}" })
     await untilQueued(secured.metricsUrl, "normal", 1)
     // Shrinking below the current depth is refused.
     const shrink = await post(secured.url, { queue_max_size: 0 }, auth)

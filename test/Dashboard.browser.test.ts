@@ -46,7 +46,7 @@ describe.skipIf(!existsSync(executablePath))("dashboard in a real browser", () =
 
     // Traffic: totals and the low queue bar move.
     const burst = Array.from({ length: 30 }, (_, i) =>
-      request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "x-priority": i % 2 === 0 ? "low" : "high" }, body: "{\"model\":\"nvidia/x\"}" }).then((r) => r.body.text())
+      request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "x-priority": i % 2 === 0 ? "low" : "high" }, body: "{\"model\":\"nvidia/x\"}" }).then((r) => r.body.text())
     )
     await page.waitForFunction(() => Number(document.querySelector("#queue-count-low")?.textContent) > 0, undefined, { timeout: 5000 })
     expect(await page.textContent("#queue-title")).toMatch(/Queue \(\d+ \/ 500\)/)

@@ -33,7 +33,7 @@ describe("logs and request ids", () => {
       const generated = await chat()
       expect(generated.id).toMatch(/^[0-9a-f-]{36}$/)
       // The sidecar's own errors and the control routes carry one too.
-      const bad = await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: "{nope" })
+      const bad = await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" })
       await bad.body.text()
       expect(bad.statusCode).toBe(400)
       expect(bad.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/)
@@ -65,7 +65,7 @@ describe("logs and request ids", () => {
   it("adds no DEBUG lines at INFO", async () => {
     const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url })
     try {
-      await (await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) })).body.text()
+      await (await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) })).body.text()
       await until(() => sidecar.output().includes("request_completed"))
     } finally {
       sidecar.child.kill("SIGTERM")

@@ -30,7 +30,7 @@ const scrape = async () => {
   return res.body.text()
 }
 const chat = (model: string, priority: string) =>
-  request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "x-priority": priority }, body: JSON.stringify({ model }) }).then((r) => r.body.text())
+  request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "x-priority": priority }, body: JSON.stringify({ model }) }).then((r) => r.body.text())
 
 const promtool = hasCommand("promtool")
 // promtool prints one "<metric> <problem>" line per lint problem (exit 3) and "error ..." on a

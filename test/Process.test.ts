@@ -51,7 +51,7 @@ describe("graceful shutdown", () => {
     upstream.handler = (_req, res) => void setTimeout(() => json(res, 200, { ok: true }), 1500)
     const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_RATE_RPM: "1", SIDECAR_BUCKET_CAPACITY: "1", SIDECAR_DRAIN_TIMEOUT: "10" })
     const send = () =>
-      request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) })
+      request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) })
         .then(async (r) => ({ status: r.statusCode, body: await r.body.text(), retryAfter: r.headers["retry-after"] }))
     const inflight = send()
     await until(() => upstream.received.length === 1)
@@ -73,18 +73,18 @@ describe("graceful shutdown", () => {
   it("answers 503 to a late request on a kept-alive connection while draining", async () => {
     upstream.handler = (req, res) => void setTimeout(() => json(res, 200, { ok: true }), req.json?.model === "nvidia/slow" ? 1500 : 300)
     const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_DRAIN_TIMEOUT: "10" })
-    const slow = request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/slow" }) }).then((r) => r.statusCode)
+    const slow = request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/slow" }) }).then((r) => r.statusCode)
     const socket = connect(sidecar.port, "127.0.0.1")
     let received = ""
     socket.on("data", (d: Buffer) => (received += d.toString()))
     const body = JSON.stringify({ model: "nvidia/fast" })
-    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
     await until(() => upstream.received.length === 2)
     sidecar.child.kill("SIGTERM")
     await until(() => received.includes("{\"ok\":true}"))
     expect(received).toMatch(/^HTTP\/1.1 200/)
     received = ""
-    socket.write("GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    socket.write("GET /health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await until(() => received.includes("shutting_down"))
     expect(received).toMatch(/^HTTP\/1.1 503/)
     expect(received.toLowerCase()).toContain("connection: close")
@@ -97,7 +97,7 @@ describe("graceful shutdown", () => {
   it("does not let a hung upstream keep the process alive past the drain timeout", async () => {
     upstream.handler = () => new Promise(() => {})
     const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_DRAIN_TIMEOUT: "1" })
-    const hung = request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) }).catch(() => "cut")
+    const hung = request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) }).catch(() => "cut")
     await until(() => upstream.received.length === 1)
     const signalled = performance.now()
     sidecar.child.kill("SIGTERM")
@@ -118,11 +118,11 @@ describe("secrets", () => {
     const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_API_KEY: key, SIDECAR_ADMIN_TOKEN: token, SIDECAR_LOG_LEVEL: "DEBUG", SIDECAR_MAX_RETRIES: "0" })
     try {
       const calls = [
-        request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) }),
-        request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/limited" }) }),
+        request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) }),
+        request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/limited" }) }),
         request(`${sidecar.url}/api/admin/config`),
-        request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ rate_rpm: 50 }) }),
-        request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { authorization: "Bearer wrong" }, body: JSON.stringify({ rate_rpm: 50 }) }),
+        request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ rate_rpm: 50 }) }),
+        request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer wrong" }, body: JSON.stringify({ rate_rpm: 50 }) }),
         request(`${sidecar.url}/status`)
       ]
       const bodies = await Promise.all(calls.map(async (c) => (await c).body.text()))

@@ -45,7 +45,7 @@ describe("proxying", () => {
     const body = JSON.stringify({ model: "meta/llama-3.1-8b-instruct", messages: [] })
     const answer = await raw([
       "POST /v1/chat/completions HTTP/1.1",
-      "Host: x",
+      "Host: 127.0.0.1",
       "Content-Type: application/json",
       `Content-Length: ${body.length}`,
       "Authorization: Bearer client-key",
@@ -189,6 +189,7 @@ describe("streaming", () => {
     const controller = new AbortController()
     const sent = undiciRequest(`${sidecar.url}/v1/chat/completions`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ model: "nvidia/x" }),
       signal: controller.signal
     }).catch(() => "aborted")
@@ -214,7 +215,7 @@ describe("streaming", () => {
 
 describe("errors", () => {
   it("answers 413 from content-length without reading the body", async () => {
-    const answer = await raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${20 * 1024 * 1024}\r\n\r\n{"model":`)
+    const answer = await raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${20 * 1024 * 1024}\r\n\r\n{"model":`)
     expect(answer).toMatch(/^HTTP\/1.1 413/)
     expect(answer).toContain("body_too_large")
     expect(upstream.received).toHaveLength(0)
@@ -223,6 +224,7 @@ describe("errors", () => {
   it("delivers the 413 to a client still uploading a chunked body past the limit", async () => {
     const res = await undiciRequest(`${sidecar.url}/v1/chat/completions`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: Readable.from((function*() {
         for (let i = 0; i < 32; i++) yield Buffer.alloc(64 * 1024, 120)
       })())
@@ -237,7 +239,7 @@ describe("errors", () => {
     const socket = connect(Number(new URL(own.url).port), "127.0.0.1")
     await new Promise<void>((resolve) => socket.on("connect", resolve))
     // Half the promised body, then the client hangs up.
-    socket.end("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"model\":")
+    socket.end("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":")
     // The abandoned request is counted as 499 once the sidecar has let it go.
     await until(async () => metricValue(await scrape(own.metricsUrl), "sidecar_requests_total{priority=\"normal\",status=\"499\"}") === 1)
     const closing = performance.now()
@@ -250,7 +252,7 @@ describe("errors", () => {
 
   it("delivers the answer of a valid request even when garbage follows it on the same connection", async () => {
     const body = JSON.stringify({ model: "nvidia/x" })
-    const answer = await raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}\x01\x02 NOT HTTP\r\n\r\n`)
+    const answer = await raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}\x01\x02 NOT HTTP\r\n\r\n`)
     expect(answer).toMatch(/^HTTP\/1.1 200/)
     expect(answer).toContain("chatcmpl-mock")
     expect(upstream.received).toHaveLength(1)
@@ -259,7 +261,7 @@ describe("errors", () => {
   it("answers garbage alone with a 400 body, and too many headers with 431", async () => {
     expect(await raw("\x01\x02 NOT HTTP\r\n\r\n")).toMatch(/^HTTP\/1.1 400[^]*invalid_path/)
     const headers = Array.from({ length: 150 }, (_, i) => `x-h${i}: v`).join("\r\n")
-    const many = await raw(`GET /v1/files HTTP/1.1\r\nHost: x\r\n${headers}\r\nConnection: close\r\n\r\n`)
+    const many = await raw(`GET /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}\r\nConnection: close\r\n\r\n`)
     expect(many).toMatch(/^HTTP\/1.1 431[^]*headers_too_large/)
     expect(upstream.received).toHaveLength(0)
   })
@@ -275,7 +277,7 @@ describe("errors", () => {
 
   it("refuses traversal and absolute-URL targets without forwarding them", async () => {
     for (const target of ["/v1/../admin", "/v1/%2e%2e/secret", "/v1/models/..%2fetc", "/v1/a\\..\\b", "http://evil.example/v1/models", "//evil/v1/models", "/v1/%zz"]) {
-      const answer = await raw(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+      const answer = await raw(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
       expect(answer, target).toMatch(/^HTTP\/1.1 400/)
       expect(answer, target).toContain("invalid_path")
     }
@@ -293,7 +295,7 @@ describe("upstream failures", () => {
   it("answers 502 when the upstream refuses connections", async () => {
     const down = await startSidecar({ upstream: "http://127.0.0.1:9/v1" })
     try {
-      const res = await undiciRequest(`${down.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) })
+      const res = await undiciRequest(`${down.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) })
       expect(res.statusCode).toBe(502)
       const body = (await res.body.json()) as { error: { code: string; message: string } }
       expect(body.error.code).toBe("bad_gateway")
@@ -308,7 +310,7 @@ describe("upstream failures", () => {
     slow.handler = () => new Promise(() => {})
     const timing = await startSidecar({ upstream: slow.url, timeout: Duration.millis(300) })
     try {
-      const res = await undiciRequest(`${timing.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/x" }) })
+      const res = await undiciRequest(`${timing.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) })
       expect(res.statusCode).toBe(504)
       expect(((await res.body.json()) as { error: { code: string } }).error.code).toBe("upstream_timeout")
     } finally {
@@ -348,7 +350,7 @@ describe("upstream failures", () => {
       for (let i = 0; i < 3; i++) {
         const res = await undiciRequest(`${split.url}/v1/chat/completions`, {
           method: "POST",
-          headers: { authorization: "Bearer client-own" },
+          headers: { "content-type": "application/json", authorization: "Bearer client-own" },
           body: JSON.stringify({ model: "openai/gpt-4o" })
         })
         expect(res.statusCode).toBe(200)
@@ -376,7 +378,7 @@ describe("the key in relayed error bodies", () => {
     const own = await startSidecar({ upstream: upstream.url, apiKey: Option.some(Redacted.make("nvapi-secret-key-0123456789")), maxRetries: 0 })
     try {
       for (const model of ["nvidia/x", "nvidia/limit"]) {
-        const res = await undiciRequest(`${own.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model }) })
+        const res = await undiciRequest(`${own.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model }) })
         const text = await res.body.text()
         expect(text).not.toContain("nvapi-secret-key-0123456789")
         expect(text).toBe(`you sent Bearer ${"*".repeat("nvapi-secret-key-0123456789".length)} which is wrong`)
@@ -384,5 +386,23 @@ describe("the key in relayed error bodies", () => {
     } finally {
       await own.close()
     }
+  })
+})
+
+describe("drain deadline", () => {
+  it("ends a stream still open at the drain deadline with the SSE error event, not a bare cut", async () => {
+    upstream.handler = (_req, res) => void sse(res, 10_000, 50)
+    const own = await startSidecar({ upstream: upstream.url, drainTimeout: Duration.millis(300) })
+    const res = await undiciRequest(`${own.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "nvidia/x", stream: true })
+    })
+    const text = res.body.text()
+    await until(() => upstream.received.length === 1)
+    await own.close()
+    const received = await text
+    expect(received).toContain("data: {\"i\":0}")
+    expect(received.trimEnd().endsWith(`event: error\ndata: {"error":{"message":"Upstream stream failed","type":"upstream_error","code":"upstream_stream_error"}}`)).toBe(true)
   })
 })

@@ -30,7 +30,7 @@ describe("tracing", () => {
     let finished: Array<ReadableSpan> = []
     try {
       const send = (headers: Record<string, string>) =>
-        request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers, body: JSON.stringify({ model: "nvidia/deepseek-ai/r1" }) }).then((r) => r.body.text())
+        request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify({ model: "nvidia/deepseek-ai/r1" }) }).then((r) => r.body.text())
       await send({})
       await send({ traceparent: incoming, "x-priority": "high" })
       await until(() => exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.SERVER).length === 2)
@@ -84,7 +84,7 @@ describe("tracing", () => {
     const sidecar = await startSidecar({ upstream: upstream.url, maxRetries: 0 }, { tracing: Tracing.layerWith(new SimpleSpanProcessor(exporter)) })
     let finished: Array<ReadableSpan> = []
     try {
-      const send = () => request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "nvidia/meta/llama" }) }).then((r) => r.body.text())
+      const send = () => request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/meta/llama" }) }).then((r) => r.body.text())
       upstream.handler = (_req, res) => json(res, 200, { model: "meta/llama", choices: [], usage: { prompt_tokens: 11, completion_tokens: 7 } })
       await send()
       upstream.handler = (_req, res) => json(res, 502, { error: "bad" })
@@ -114,7 +114,7 @@ describe("tracing", () => {
     upstream.received.length = 0
     const sidecar = await startSidecar({ upstream: upstream.url })
     try {
-      await (await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { traceparent: incoming }, body: "{\"model\":\"nvidia/x\"}" })).body.text()
+      await (await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", traceparent: incoming }, body: "{\"model\":\"nvidia/x\"}" })).body.text()
     } finally {
       await sidecar.close()
     }
@@ -168,7 +168,7 @@ const exportedWith = async (env: Record<string, string>, probe = false) => {
   const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, ...env })
   try {
     if (probe) await (await request(`${sidecar.url}/health/ready`)).body.text()
-    await (await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", body: "{\"model\":\"nvidia/x\"}" })).body.text()
+    await (await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{\"model\":\"nvidia/x\"}" })).body.text()
   } finally {
     sidecar.child.kill("SIGTERM")
     await sidecar.exited

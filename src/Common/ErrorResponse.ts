@@ -23,6 +23,8 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
       return openAiError(408, "invalid_request_error", "request_timeout", `The request ${error.phase} arrived too slowly`, { connection: "close" })
     case "TooManyHeaders":
       return openAiError(431, "invalid_request_error", "headers_too_large", `Request headers exceed the limit (${error.limit} headers)`, { connection: "close" })
+    case "RequestRefused":
+      return openAiError(error.reason === "unsupported_media_type" ? 415 : 403, "invalid_request_error", error.reason, error.detail)
     case "RouteNotFound":
       return openAiError(404, "invalid_request_error", "not_found", `No route for ${error.method} ${error.path}`)
     case "UpstreamFailed":
@@ -42,15 +44,19 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
         ? "Admin token required: send Authorization: Bearer <token>"
         : "Admin writes without SIDECAR_ADMIN_TOKEN are accepted from loopback only")
     case "AdminForbidden":
-      return openAiError(403, "permission_error", "forbidden", error.reason === "wrong_token"
-        ? "Admin token is not valid"
-        : "Cross-origin admin writes are refused")
+      return openAiError(403, "permission_error", "forbidden", adminForbidden[error.reason])
     case "Defect":
       return openAiError(500, "server_error", "internal_error", "The sidecar failed to handle this request; see its log")
     case "InvalidPatch":
       return openAiError(400, "invalid_request_error", "invalid_config", `Invalid value for ${error.field}: ${error.reason}`)
   }
 }
+
+const adminForbidden = {
+  wrong_token: "Admin token is not valid",
+  foreign_origin: "Cross-origin admin requests are refused",
+  writes_disabled: "Admin writes are disabled: the sidecar listens beyond loopback and SIDECAR_ADMIN_TOKEN is not set"
+} as const
 
 const rateLimitedMessage = {
   queue_timeout: "Request waited too long in the sidecar queue",
@@ -90,4 +96,4 @@ const openAiError = (
 })
 
 // The same request would fail the same way: SDKs (openai's honour `x-should-retry`) should not resend it.
-const notRetryable = new Set([400, 401, 403, 404, 405, 413, 431])
+const notRetryable = new Set([400, 401, 403, 404, 405, 413, 415, 431])

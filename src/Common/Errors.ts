@@ -23,6 +23,12 @@ export class TooManyHeaders extends Schema.TaggedError<TooManyHeaders>()("TooMan
   limit: Schema.Number
 }) {}
 
+/** A browser's request the sidecar will not serve: unknown Host, foreign Origin, or a non-JSON body. */
+export class RequestRefused extends Schema.TaggedError<RequestRefused>()("RequestRefused", {
+  reason: Schema.Literal("host_not_allowed", "origin_not_allowed", "unsupported_media_type"),
+  detail: Schema.String
+}) {}
+
 export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {
   method: Schema.String,
   path: Schema.String
@@ -56,7 +62,7 @@ export class AdminUnauthorized extends Schema.TaggedError<AdminUnauthorized>()("
 }) {}
 
 export class AdminForbidden extends Schema.TaggedError<AdminForbidden>()("AdminForbidden", {
-  reason: Schema.Literal("wrong_token", "foreign_origin")
+  reason: Schema.Literal("wrong_token", "foreign_origin", "writes_disabled")
 }) {}
 
 export class InvalidPatch extends Schema.TaggedError<InvalidPatch>()("InvalidPatch", {
@@ -79,6 +85,7 @@ export type SidecarError =
   | BodyTooLarge
   | RequestTimeout
   | TooManyHeaders
+  | RequestRefused
   | RouteNotFound
   | UpstreamFailed
   | UpstreamTimeout

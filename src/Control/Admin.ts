@@ -8,6 +8,8 @@ import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { parseJsonBody, readBody } from "../DataPath/Body.js"
 import { writeError, writeJson } from "../DataPath/Reply.js"
 import { HotPatch, hotChanges, patchProblem } from "../Config/HotSettings.js"
+import { maskUserinfo } from "../Config/SettingCodecs.js"
+import { Reconfigure } from "./Reconfigure.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 
 /** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
@@ -15,6 +17,7 @@ export const makeAdmin = Effect.gen(function*() {
   const config = yield* SidecarConfig
   const bucket = yield* RateLimiter
   const queue = yield* PriorityQueue
+  const reconfigure = yield* Reconfigure
 
   const current = Effect.gen(function*() {
     const b = yield* bucket.snapshot
@@ -26,10 +29,11 @@ export const makeAdmin = Effect.gen(function*() {
       queue_full_policy: q.policy,
       fallback_enabled_passthrough: q.policy === "passthrough",
       low_priority_timeout: Duration.toSeconds(q.lowTimeout),
-      upstream: config.upstream,
-      passthrough_upstream: Option.getOrNull(config.passthroughUpstream),
+      upstream: maskUserinfo(config.upstream),
+      passthrough_upstream: Option.getOrNull(Option.map(config.passthroughUpstream, maskUserinfo)),
       api_key: Option.match(config.apiKey, { onNone: () => null, onSome: mask }),
       admin_token_set: Option.isSome(config.adminToken),
+      admin_writes: writesDisabled ? "disabled" : "enabled",
       timeout: Duration.toSeconds(config.timeout),
       queue_timeout: Duration.toSeconds(config.queueTimeout),
       max_inflight: config.maxInflight,
@@ -37,11 +41,18 @@ export const makeAdmin = Effect.gen(function*() {
     }
   })
 
-  const authorize = (req: IncomingMessage) =>
+  // Listening beyond loopback without a token, the peer address proves nothing (every container
+  // of a pod shares loopback, proxies forward): writes are off until a token is set.
+  const writesDisabled = Option.isNone(config.adminToken) && !isLoopbackHost(config.host)
+
+  /** With a token set, reads and writes need it; without one, writes come from loopback only. */
+  const authorize = (req: IncomingMessage, write: boolean) =>
     Effect.gen(function*() {
       const origin = req.headers.origin
       if (origin !== undefined && !sameOrigin(origin, req.headers.host)) return yield* new AdminForbidden({ reason: "foreign_origin" })
       if (Option.isNone(config.adminToken)) {
+        if (!write) return
+        if (writesDisabled) return yield* new AdminForbidden({ reason: "writes_disabled" })
         if (!isLoopback(req.socket.remoteAddress)) return yield* new AdminUnauthorized({ reason: "not_loopback" })
         return
       }
@@ -52,22 +63,14 @@ export const makeAdmin = Effect.gen(function*() {
 
   const apply = (req: IncomingMessage) =>
     Effect.gen(function*() {
-      yield* authorize(req)
-      const body = yield* Effect.flatten(Effect.promise(() => readBody(req, { maxBytes: 64 * 1024, idleMs: 10_000 })))
+      yield* authorize(req, true)
+      const body = yield* Effect.flatten(Effect.promise(() => readBody(req, { maxBytes: 64 * 1024, idleMs: Duration.toMillis(config.bodyTimeout) })))
       const { json } = yield* parseJsonBody(body)
       const change = hotChanges(yield* Schema.decodeUnknownEither(HotPatch, { onExcessProperty: "error" })(json).pipe(
         Either.mapLeft((error) => new InvalidPatch(patchProblem(error)))
       ))
       const before = yield* current
-      yield* queue.configure({
-        ...(change.queueMax === undefined ? {} : { max: change.queueMax }),
-        ...(change.queueFullPolicy === undefined ? {} : { policy: change.queueFullPolicy }),
-        ...(change.lowTimeout === undefined ? {} : { lowTimeout: change.lowTimeout })
-      })
-      yield* bucket.configure({
-        ...(change.rateRpm === undefined ? {} : { rateRpm: change.rateRpm }),
-        ...(change.bucketCapacity === undefined ? {} : { capacity: change.bucketCapacity })
-      })
+      yield* reconfigure.apply(change)
       const after = yield* current
       yield* Effect.logWarning({ msg: "admin_config_changed", peer: req.socket.remoteAddress ?? "unknown", changes: diff(before, after) })
       return after
@@ -75,7 +78,9 @@ export const makeAdmin = Effect.gen(function*() {
 
   return (req: IncomingMessage, res: ServerResponse) =>
     req.method === "GET"
-      ? Effect.map(current, (c) => writeJson(res, 200, c))
+      ? Effect.zipRight(authorize(req, false), current).pipe(
+        Effect.match({ onFailure: (error) => writeError(res, toErrorResponse(error)), onSuccess: (c) => writeJson(res, 200, c) })
+      )
       : req.method === "POST"
       ? apply(req).pipe(
         Effect.match({
@@ -95,6 +100,9 @@ function sameSecret(presented: string, expected: string): boolean {
 export function isLoopback(address: string | undefined): boolean {
   return address !== undefined && (address === "::1" || /^(::ffff:)?127\./.test(address))
 }
+
+/** A listen address that only this machine can reach. */
+export const isLoopbackHost = (host: string): boolean => host === "localhost" || isLoopback(host.replace(/^\[|\]$/g, ""))
 
 function sameOrigin(origin: string, host: string | undefined): boolean {
   try {

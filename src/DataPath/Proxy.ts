@@ -1,5 +1,5 @@
 import { Headers, HttpTraceContext } from "@effect/platform"
-import { Context, Effect, Either, Exit, FiberRef, LogLevel, Option, type Tracer } from "effect"
+import { Context, Duration, Effect, Either, Exit, FiberRef, LogLevel, Option, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { Admission } from "../Admission/Admission.js"
 import type { AdmissionRequest, Permit, UpstreamOutcome } from "../Admission/Permit.js"
@@ -47,6 +47,7 @@ export const makeProxy = Effect.gen(function*() {
   // The level is fixed at start-up; below INFO the completion line is not even built.
   const logCompleted = LogLevel.lessThanEqual(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)
   const now = () => clock.unsafeCurrentTimeMillis()
+  const bodyLimits = { maxBytes: config.maxBodyBytes, idleMs: Duration.toMillis(config.bodyTimeout) }
 
   const handle = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, signal: AbortSignal, requestId: string) => {
     const started = now()
@@ -91,7 +92,7 @@ export const makeProxy = Effect.gen(function*() {
     }
     let body: Buffer | null = null
     if (method !== "GET" && method !== "HEAD") {
-      const read = await readBody(req, { maxBytes: config.maxBodyBytes, idleMs: 30_000 })
+      const read = await readBody(req, bodyLimits)
       if (Either.isLeft(read)) return Either.left(read.left)
       body = read.right
     }

@@ -92,11 +92,16 @@ export class Upstream extends Context.Tag("sidecar/Upstream")<Upstream, {
   static readonly poolLayer = Layer.scoped(
     NodeHttpClient.Dispatcher,
     Effect.gen(function*() {
-      const timeoutMs = Duration.toMillis((yield* SidecarConfig).timeout)
+      const config = yield* SidecarConfig
+      const timeoutMs = Duration.toMillis(config.timeout)
       return yield* Effect.acquireRelease(
         Effect.sync((): Dispatcher =>
           new Agent({
             keepAliveTimeout: 30_000,
+            // An upstream's own Keep-Alive timeout hint wins, less a margin for the race at its edge.
+            keepAliveTimeoutThreshold: 2_000,
+            // A bounded pool per origin: 1,000 streams must not leave 1,000 idle sockets behind.
+            connections: config.upstreamConnections,
             headersTimeout: timeoutMs,
             bodyTimeout: timeoutMs,
             connect: { timeout: Math.min(timeoutMs, 30_000) }

@@ -43,8 +43,8 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
     const inflight = new Map<Promise<void>, AbortController>()
     let draining = false
 
-    // Sockets with a request being answered, and those to close once that answer is out.
-    const busy = new Set<Duplex>()
+    // Sockets with a request being answered (and that request), and those to close once its answer is out.
+    const busy = new Map<Duplex, IncomingMessage>()
     const closeAfter = new Set<Duplex>()
     const server = createServer({
       keepAliveTimeout: 65_000,
@@ -55,7 +55,7 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
       if (draining) return writeError(res, toErrorResponse(new ShuttingDown()))
       if (req.rawHeaders.length / 2 > options.maxHeaders) return writeError(res, toErrorResponse(new TooManyHeaders({ limit: options.maxHeaders })))
       const socket = req.socket
-      busy.add(socket)
+      busy.set(socket, req)
       const controller = new AbortController()
       res.on("close", () => {
         busy.delete(socket)
@@ -73,8 +73,11 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
     // Bytes Node cannot parse. After a valid request on the same connection (pipelining) its
     // answer goes out first and the connection closes then; otherwise the error is answered here.
     server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
-      if (busy.has(socket)) {
-        closeAfter.add(socket)
+      const current = busy.get(socket)
+      if (current !== undefined) {
+        // Garbage after a whole request waits for that request's answer; a request cut short is gone.
+        if (current.complete) closeAfter.add(socket)
+        else socket.destroy()
         return
       }
       if (!socket.writable) return void socket.destroy()
@@ -94,6 +97,8 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
         yield* Effect.interruptible(Effect.promise(() => Promise.all(inflight.keys()))).pipe(Effect.timeoutOption(options.drainTimeout))
         const cut = inflight.size
         for (const controller of inflight.values()) controller.abort()
+        // Aborted streams end with their SSE `event: error`: let those last bytes out before the sockets close.
+        yield* Effect.interruptible(Effect.promise(() => Promise.all(inflight.keys()))).pipe(Effect.timeoutOption("1 second"))
         server.closeAllConnections()
         yield* (cut === 0 ? Effect.logInfo : Effect.logWarning)({
           msg: "drain_finished",

@@ -7,6 +7,8 @@ import * as Bridge from "../DataPath/Bridge.js"
 import { makeProxy } from "../DataPath/Proxy.js"
 import { writeError } from "../DataPath/Reply.js"
 import { normalizePath } from "../DataPath/RequestPath.js"
+import { SidecarConfig } from "../Config/SidecarConfig.js"
+import * as BrowserRules from "./BrowserRules.js"
 
 /** The proxy port's routing table: `/v1/...` takes the Node data path, the rest are control Effects. */
 export const makeRoutes = (draining: Deferred.Deferred<void>) =>
@@ -14,6 +16,8 @@ export const makeRoutes = (draining: Deferred.Deferred<void>) =>
     const proxy = yield* makeProxy
     const control = yield* makeControlRoutes(draining)
     const bridge = yield* Bridge.make
+    const config = yield* SidecarConfig
+    const rules = { allowedHosts: config.allowedHosts, corsOrigins: config.corsOrigins }
 
     return async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
       // Every answer carries the request's id, the client's own or a new one, to join logs and SDK errors.
@@ -21,6 +25,14 @@ export const makeRoutes = (draining: Deferred.Deferred<void>) =>
       res.setHeader("x-request-id", requestId)
       const url = req.url ?? "/"
       const path = url.split("?", 1)[0] ?? url
+      // Browser rules come before anything else: a refused request spends nothing.
+      const verdict = BrowserRules.check(req, path.replace(/\/{2,}/g, "/"), rules)
+      if (verdict._tag === "Refused") return writeError(res, toErrorResponse(verdict.error))
+      for (const name in verdict.cors) res.setHeader(name, verdict.cors[name]!)
+      if (req.method === "OPTIONS") {
+        res.writeHead(204, BrowserRules.preflight(req, verdict.cors))
+        return void res.end()
+      }
       if (path === "/v1" || path.startsWith("/v1/") || path.startsWith("/v1%") || !url.startsWith("/") || url.startsWith("//")) {
         return Either.match(normalizePath(url), {
           onLeft: (error) => writeError(res, toErrorResponse(error)),

@@ -1,4 +1,4 @@
-import { Context, Deferred, Duration, Effect, Either, Layer } from "effect"
+import { Context, Deferred, Effect, Either, Layer } from "effect"
 import type { ServerResponse } from "node:http"
 import { PriorityQueue } from "../Admission/PriorityQueue.js"
 import { RouteNotFound } from "../Common/Errors.js"
@@ -26,8 +26,8 @@ export class ProxyServer extends Context.Tag("sidecar/ProxyServer")<ProxyServer,
         host: config.host,
         port: config.port,
         drainTimeout: config.drainTimeout,
-        headersTimeout: Duration.seconds(10),
-        maxHeaders: 100,
+        headersTimeout: config.headersTimeout,
+        maxHeaders: config.maxHeaders,
         // Shutdown: readiness goes red, queued requests are answered 503, in-flight calls finish.
         onDrain: Effect.zipRight(Deferred.succeed(draining, undefined), queue.close).pipe(
           Effect.flatMap((queued) => Effect.logInfo({ msg: "queue_closed", answered_503: queued }))
@@ -67,7 +67,7 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
           res.writeHead(200, { "content-type": contentType })
           res.end(body)
         })
-      const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout, headersTimeout: Duration.seconds(10), maxHeaders: 100 }, async (req, res, signal) => {
+      const bound = yield* serve({ name: "metrics", host: config.host, port: config.metricsPort, drainTimeout: config.drainTimeout, headersTimeout: config.headersTimeout, maxHeaders: config.maxHeaders }, async (req, res, signal) => {
         const path = (req.url ?? "").split("?", 1)[0] ?? ""
         if (path !== "/metrics") return writeError(res, toErrorResponse(new RouteNotFound({ method: req.method ?? "GET", path })))
         const done = await bridge.run(scrape(res), signal)

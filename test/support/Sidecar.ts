@@ -3,7 +3,7 @@ import type { Resource } from "@effect/opentelemetry"
 import * as App from "../../src/App.js"
 import * as Tracing from "../../src/Observability/Tracing.js"
 import { MetricsServer, ProxyServer } from "../../src/Server/Servers.js"
-import { SidecarConfig, type SidecarConfigShape } from "../../src/Config/SidecarConfig.js"
+import { ConfigSource, SidecarConfig, type SidecarConfigShape } from "../../src/Config/SidecarConfig.js"
 
 export interface RunningSidecar {
   readonly url: string
@@ -20,7 +20,8 @@ export const startSidecar = async (
   const scope = Effect.runSync(Scope.make())
   const layer = App.layer.pipe(
     Layer.provide([Logger.minimumLogLevel(LogLevel.None), options.tracing ?? Tracing.layerOff]),
-    Layer.provide(SidecarConfig.layerTest({ drainTimeout: Duration.seconds(1), ...overrides }))
+    Layer.provide(SidecarConfig.layerTest({ drainTimeout: Duration.seconds(1), ...overrides })),
+    Layer.provide(Layer.succeed(ConfigSource, { configFile: undefined, env: {} }))
   )
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
   const proxy = Effect.runSync(Effect.provide(ProxyServer, context))
