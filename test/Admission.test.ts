@@ -60,7 +60,8 @@ describe("permit.finish", () => {
       const last = yield* acquire({ ...request, retry: { seq: 99, attempt: 2, arrivedAt: 0 } })
       const verdict = yield* last.finish(answered(429))
       // The bucket is empty: the next token is 20 s away.
-      assert.deepStrictEqual(verdict, { _tag: "Deliver", headers: { "retry-after": "20", "retry-after-ms": "20000" } })
+      // The sidecar retried already: the client is told not to multiply the calls.
+      assert.deepStrictEqual(verdict, { _tag: "Deliver", headers: { "retry-after": "20", "retry-after-ms": "20000", "x-should-retry": "false" } })
     }).pipe(Effect.provide(schedulerWith(slow))))
 
   it.effect("honours an upstream Retry-After: nothing is admitted before it ends", () =>

@@ -1,5 +1,8 @@
 // The JSON log as an operator reads it: one line per event that matters, request ids that join
 // a client's error to its line, DEBUG admission decisions, drain start and end.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
@@ -22,7 +25,7 @@ describe("logs and request ids", () => {
   it("logs upstream errors, admission decisions at DEBUG, the drain, and joins a client's error to its line by request id", async () => {
     const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_LOG_LEVEL: "DEBUG", SIDECAR_MAX_RETRIES: "0" })
     const chat = (headers: Record<string, string> = {}) =>
-      request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers, body: JSON.stringify({ model: "nvidia/x" }) })
+      request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify({ model: "nvidia/x" }) })
         .then(async (r) => ({ status: r.statusCode, id: r.headers["x-request-id"], body: await r.body.text() }))
     try {
       upstream.handler = (_req, res) => json(res, 502, { error: "upstream broke" }, { "x-request-id": "nv-123" })
@@ -75,5 +78,49 @@ describe("logs and request ids", () => {
     const log = lines(sidecar.output())
     expect(log.some((l) => l.level === "DEBUG")).toBe(false)
     expect(log.some((l) => l.msg === "admission")).toBe(false)
+  })
+})
+
+describe("start-up and SIGHUP", () => {
+  it("logs the effective configuration (secrets masked) and warns of a misspelt variable", async () => {
+    const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_API_KEY: "nvapi-start-up-secret", SIDECAR_RATE_PRM: "9" })
+    try {
+      await until(() => sidecar.output().includes("\"listening\""))
+    } finally {
+      sidecar.child.kill("SIGTERM")
+      await sidecar.exited
+    }
+    const log = lines(sidecar.output())
+    const starting = log.find((l) => l.msg === "starting") as { config: Record<string, unknown> } | undefined
+    expect(starting?.config).toMatchObject({ SIDECAR_RATE_RPM: 40, SIDECAR_API_KEY: "(set)", SIDECAR_ADMIN_TOKEN: null, SIDECAR_TIMEOUT: 300 })
+    expect(log.find((l) => l.msg === "unknown_setting")).toMatchObject({ level: "WARN", variable: "SIDECAR_RATE_PRM" })
+    expect(String(log.find((l) => l.msg === "unknown_setting")?.detail)).toContain("did you mean SIDECAR_RATE_RPM?")
+    expect(sidecar.output()).not.toContain("nvapi-start-up-secret")
+  })
+
+  it("reloads hot settings from the config file on SIGHUP, and refuses a bad file while running on", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sidecar-hup-"))
+    const file = join(dir, "sidecar.yaml")
+    writeFileSync(file, "rate_rpm: 40\nqueue_max: 50\n")
+    const sidecar = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url }, ["--config", file])
+    const admin = async () => (await (await request(`${sidecar.url}/api/admin/config`)).body.json()) as { rate_rpm: number; queue_max_size: number }
+    try {
+      writeFileSync(file, "rate_rpm: 55\nqueue_max: 7\ndrain_timeout: 9\n")
+      sidecar.child.kill("SIGHUP")
+      await until(() => sidecar.output().includes("config_reloaded"))
+      expect(await admin()).toMatchObject({ rate_rpm: 55, queue_max_size: 7 })
+      writeFileSync(file, "rate_rpm: -3\n")
+      sidecar.child.kill("SIGHUP")
+      await until(() => sidecar.output().includes("config_reload_refused"))
+      expect(await admin()).toMatchObject({ rate_rpm: 55 })
+      expect((await request(`${sidecar.url}/health`)).statusCode).toBe(200)
+    } finally {
+      sidecar.child.kill("SIGTERM")
+      await sidecar.exited
+      rmSync(dir, { recursive: true, force: true })
+    }
+    const log = lines(sidecar.output())
+    expect(log.find((l) => l.msg === "config_reloaded")).toMatchObject({ applied: ["rateRpm", "queueMax"], restart_needed: ["SIDECAR_DRAIN_TIMEOUT"] })
+    expect(log.find((l) => l.msg === "config_reload_refused")).toMatchObject({ level: "ERROR", problems: ["SIDECAR_RATE_RPM: expected a number > 0, got \"-3\""] })
   })
 })

@@ -78,7 +78,7 @@ describe("graceful shutdown", () => {
     let received = ""
     socket.on("data", (d: Buffer) => (received += d.toString()))
     const body = JSON.stringify({ model: "nvidia/fast" })
-    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
     await until(() => upstream.received.length === 2)
     sidecar.child.kill("SIGTERM")
     await until(() => received.includes("{\"ok\":true}"))
@@ -120,7 +120,7 @@ describe("secrets", () => {
       const calls = [
         request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) }),
         request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/limited" }) }),
-        request(`${sidecar.url}/api/admin/config`),
+        request(`${sidecar.url}/api/admin/config`, { headers: { authorization: `Bearer ${token}` } }),
         request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ rate_rpm: 50 }) }),
         request(`${sidecar.url}/api/admin/config`, { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer wrong" }, body: JSON.stringify({ rate_rpm: 50 }) }),
         request(`${sidecar.url}/status`)
