@@ -1,5 +1,5 @@
 import { Duration, Option, Redacted } from "effect"
-import { connect } from "node:net"
+import { type AddressInfo, connect, createServer as createNetServer } from "node:net"
 import { Readable } from "node:stream"
 import { request as undiciRequest } from "undici"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
@@ -404,5 +404,70 @@ describe("drain deadline", () => {
     const received = await text
     expect(received).toContain("data: {\"i\":0}")
     expect(received.trimEnd().endsWith(`event: error\ndata: {"error":{"message":"Upstream stream failed","type":"upstream_error","code":"upstream_stream_error"}}`)).toBe(true)
+  })
+})
+
+describe("connections", () => {
+  it("sends a request once more when the pooled connection it reused was closed by the upstream", async () => {
+    // Answers the first request of each connection with keep-alive, then drops the connection
+    // when a second request arrives on it: the race of a keep-alive timeout, made certain.
+    const served: Array<number> = []
+    const flaky = createNetServer((socket) => {
+      let requests = 0
+      let buffered = ""
+      socket.on("data", (d: Buffer) => {
+        buffered += d.toString()
+        while (buffered.includes("\r\n\r\n")) {
+          const [head = "", rest = ""] = buffered.split("\r\n\r\n", 2)
+          const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0)
+          if (rest.length < length) return
+          buffered = rest.slice(length)
+          if (++requests > 1) return void socket.destroy()
+          served.push(requests)
+          socket.write("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nkeep-alive: timeout=60\r\n\r\n{\"ok\":true}")
+        }
+      })
+    })
+    await new Promise<void>((resolve) => flaky.listen(0, "127.0.0.1", resolve))
+    const own = await startSidecar({ upstream: `http://127.0.0.1:${(flaky.address() as AddressInfo).port}/v1`, upstreamConnections: 1 })
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await undiciRequest(`${own.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "nvidia/x" })
+        })
+        expect(res.statusCode).toBe(200)
+        expect(await res.body.text()).toBe("{\"ok\":true}")
+      }
+      expect(served).toHaveLength(3)
+    } finally {
+      await own.close()
+      flaky.close()
+    }
+  })
+
+  it("answers 408 to a client that trickles its headers or stalls its body", async () => {
+    const own = await startSidecar({ upstream: upstream.url, headersTimeout: Duration.millis(500), bodyTimeout: Duration.millis(300) })
+    const port = Number(new URL(own.url).port)
+    const talk = (text: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(port, "127.0.0.1", () => socket.write(text))
+        let out = ""
+        socket.on("data", (d) => (out += d.toString()))
+        socket.on("close", () => resolve(out))
+      })
+    try {
+      const started = performance.now()
+      const slowHead = await talk("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+      expect(slowHead).toMatch(/^HTTP\/1.1 408/)
+      expect(slowHead).toContain("request_timeout")
+      const stalled = await talk("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
+      expect(stalled).toMatch(/^HTTP\/1.1 408/)
+      expect(performance.now() - started).toBeLessThan(5000)
+      expect(upstream.received).toHaveLength(0)
+    } finally {
+      await own.close()
+    }
   })
 })
