@@ -77,4 +77,31 @@ describe.skipIf(!existsSync(executablePath))("dashboard in a real browser", () =
     expect(foreign).toEqual([])
     expect(errors).toEqual([])
   }, 40_000)
+
+  it("asks once for the admin token when one is set, and keeps it for the tab only", async () => {
+    const token = "dash-admin-token"
+    const secured = await spawnSidecar({ SIDECAR_UPSTREAM: upstream.url, SIDECAR_ADMIN_TOKEN: token, SIDECAR_RATE_RPM: "77" })
+    const context = await browser.newContext()
+    try {
+      const page = await context.newPage()
+      const prompts: Array<string> = []
+      page.on("dialog", (dialog) => {
+        prompts.push(dialog.message())
+        void dialog.accept(token)
+      })
+      await page.goto(`${secured.url}/api/dashboard`)
+      await page.waitForFunction(() => (document.querySelector("#cfg-rate_rpm") as HTMLInputElement | null)?.value === "77", undefined, { timeout: 5000 })
+      expect(prompts).toHaveLength(1)
+      expect(await page.evaluate(() => sessionStorage.getItem("nvidia-sidecar-admin-token"))).toBe(token)
+      expect(await page.evaluate(() => localStorage.length)).toBe(0)
+      // A reload in the same tab needs no second prompt.
+      await page.reload()
+      await page.waitForFunction(() => (document.querySelector("#cfg-rate_rpm") as HTMLInputElement | null)?.value === "77", undefined, { timeout: 5000 })
+      expect(prompts).toHaveLength(1)
+    } finally {
+      await context.close()
+      secured.child.kill("SIGTERM")
+      await secured.exited
+    }
+  }, 30_000)
 })
