@@ -3,6 +3,7 @@ import { concurrencySignal, ModelConcurrency } from "../src/Admission/Laws/Concu
 import { type Arrival, type Priority, priorities } from "./Clients.js"
 import { Events } from "./Events.js"
 import { type Random, uniform } from "./Random.js"
+import { LevelQueue } from "./LevelQueue.js"
 import type { AttemptRecord, RatePoint, RequestRecord, Trace } from "./Trace.js"
 import { type Answer, netDelayMs, netJitterMs, type Upstream } from "./Upstream.js"
 
@@ -55,7 +56,7 @@ export const run: Engine = (limiter, input) => {
   ev.now = epoch
   const law: ControlLaw = limiter.makeLaw(limiter.baseRpm, epoch)
   const caps = new ModelConcurrency(limiter.maxInflight)
-  const queues = new Map<Priority, LevelQueue>(priorities.map((p) => [p, new LevelQueue()]))
+  const queues = new Map<Priority, LevelQueue<Req>>(priorities.map((p) => [p, new LevelQueue<Req>()]))
   const requests: Array<Req> = []
   const attempts: Array<AttemptRecord> = []
   const rate: Array<RatePoint> = []
@@ -170,6 +171,7 @@ export const run: Engine = (limiter, input) => {
     }
     const cap = limiter.concurrencyClassifier ? concurrencySignal(answer.body) : undefined
     if (cap !== undefined) {
+      law.uncounted(sentAt)
       caps.onCapSignal(req.model, busy, cap.limit, now)
       noteLimit(req.model, now)
     } else {
@@ -225,29 +227,5 @@ export const run: Engine = (limiter, input) => {
     inflightLimit,
     sentDuringRetryAfter,
     longestStall
-  }
-}
-
-/** One priority level: FIFO by arrival; a retried request goes back to its place by arrival order. */
-class LevelQueue {
-  private items: Array<Req> = []
-
-  push(req: Req): void {
-    this.items.push(req)
-  }
-
-  requeue(req: Req): void {
-    let i = 0
-    while (i < this.items.length && this.items[i]!.seq < req.seq) i++
-    this.items.splice(i, 0, req)
-  }
-
-  remove(req: Req): void {
-    const i = this.items.indexOf(req)
-    if (i >= 0) this.items.splice(i, 1)
-  }
-
-  first(ok: (req: Req) => boolean): Req | undefined {
-    return this.items.find(ok)
   }
 }

@@ -150,6 +150,29 @@ export const table = (rows: ReadonlyArray<Row>): string => {
   return [...legend, "", ...lines].join("\n")
 }
 
+/** One line per scenario and law over many seeds: how often the targets held, and the spread. */
+export const seedTable = (groups: ReadonlyArray<ReadonlyArray<Row>>): string => {
+  const head = ["scenario", "law", "seeds with all targets met", "efficiency min–max", "429 share max", "client 429s max", "settles max"]
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`]
+  for (const rows of groups) {
+    const first = rows[0]
+    if (first === undefined) continue
+    const s = first.scenario
+    const ms = rows.map((r) => r.m)
+    const met = ms.filter((m) => s.targets.every((t) => t.met(m))).length
+    const eff = ms.map((m) => m.efficiency)
+    const settle = s.steps.map((_, i) => Math.max(...ms.map((m) => m.converge[i]?.seconds ?? Infinity)))
+    lines.push(`| ${[
+      s.id, first.law, s.targets.length === 0 ? "—" : `${met}/${rows.length}`,
+      `${Math.min(...eff).toFixed(3)}–${Math.max(...eff).toFixed(3)}`,
+      pct(Math.max(...ms.map((m) => m.share429))),
+      String(Math.max(...ms.map((m) => m.relayed429))),
+      settle.length === 0 ? "—" : settle.map((x) => (Number.isFinite(x) ? `${x.toFixed(0)} s` : "never")).join(" / ")
+    ].join(" | ")} |`)
+  }
+  return lines.join("\n")
+}
+
 /** What each kind of scenario is about: convergence, the burst, the in-flight limit, Retry-After. */
 function figures(s: Scenario, m: Metrics): string {
   const out: Array<string> = []

@@ -60,6 +60,15 @@ describe("Learning: the first 429", () => {
     expect(law.view(T + 57_050).quotaEstimateRpm).toBe(20)
   })
 
+  it("counts out a call a concurrency cap refused", () => {
+    const law = new Learning(60)
+    okCalls(law, T, 30, 1_900)
+    law.dispatched(T + 56_000)
+    law.uncounted(T + 56_000)
+    sendRefused(law, T + 57_000)
+    expect(law.effectiveRpm).toBe(30)
+  })
+
   it("counts a refused call out, and refines on the 429s of calls sent with it", () => {
     const law = new Learning(60)
     okCalls(law, T, 30, 1_900)

@@ -31,10 +31,10 @@ export interface ControlChange {
 /**
  * Mutable by design: `record` runs on every upstream answer, so it must be O(1) and allocation-free.
  *
- * Members beyond the first draft (see sim/README.md): `dispatched`, the `sentAt` of `record`,
- * `dispatchAt` and `burst`. The bucket calls `dispatched` when it hands out a token for a call,
- * asks `dispatchAt` before it does, and reads `effectiveRpm` and `burst` after every `evaluate`
- * and every `record("throttled", …)` (a law may react to a 429 at once, between steps).
+ * Members beyond the first draft (see sim/README.md): `dispatched`, `uncounted`, the `sentAt` of
+ * `record`, `dispatchAt` and `burst`. The limiter asks `dispatchAt` before it sends a call, calls
+ * `dispatched` when the call goes upstream, and reads `effectiveRpm` and `burst` after every
+ * `evaluate` and every `record("throttled", …)` (a law may react to a 429 at once, between steps).
  */
 export interface ControlLaw {
   /** One upstream answer of the limited upstream: ok (any non-429 HTTP answer) or throttled (429 that is a rate signal). `retryAfterMs` when the 429 carried Retry-After; `sentAt` when that call was dispatched. */
@@ -44,8 +44,10 @@ export interface ControlLaw {
   /** Hot change of the configured rate (admin API). */
   rebase(baseRpm: number, now: number): void
   readonly effectiveRpm: number
-  /** The bucket handed out a token for a call to the limited upstream. */
+  /** A call went to the limited upstream at `now` (its `sentAt` later). */
   dispatched(now: number): void
+  /** The call sent at `sentAt` got a 429 that is no rate signal (a concurrency cap): the quota did not count it. */
+  uncounted(sentAt: number): void
   /** Earliest time the next call may be dispatched by the law's own rules (`now` when free); Retry-After pauses stay in the bucket. */
   dispatchAt(now: number): number
   /** The most tokens the bucket may hold now; Infinity leaves the configured capacity alone. */

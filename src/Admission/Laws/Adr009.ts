@@ -38,6 +38,8 @@ export class Adr009 implements ControlLaw {
 
   dispatched(): void {}
 
+  uncounted(): void {}
+
   dispatchAt(now: number): number {
     return now
   }

@@ -9,6 +9,7 @@ export const params = {
   windowMs: 60_000,
   /** Our own count window: the quota's plus room for network jitter between us and the upstream. */
   capWindowMs: 60_250,
+  /** Floor of the level: one call a minute keeps learning whether the quota came back. */
   minRpm: 1,
   /** Time at a learned level, with no 429, before probing above it. */
   holdMs: 75_000,
@@ -22,7 +23,7 @@ export const params = {
   retestAbove: 0.7,
   /** Busy at least this long before a 429: its count comes from a filled window and is firm. */
   firmAfterMs: 50_000,
-  /** Longest pause after one 429. */
+  /** Longest pause after a 429 that continues a streak (one spacing at the level, at most this). */
   maxPauseMs: 15_000
 }
 
@@ -57,7 +58,8 @@ export class Learning implements ControlLaw {
   private probeStep = 0
   /** Counted 429s with no success in between (a 429 for a call sent before the last one arrived does not count again). */
   private streak = 0
-  private okSincePause = true
+  /** A call sent after the last counted 429 succeeded. */
+  private streakOver = true
   /** The level before the current streak's first 429. */
   private streakFrom = 0
   /** Re-test from this level at the next evaluation: the streak that set the level may not have been the quota. */
@@ -75,6 +77,7 @@ export class Learning implements ControlLaw {
   private reported: LearningMode = "open"
   private reason = ""
 
+  /** `options` is for experiments (the simulator); the sidecar uses `params`. */
   constructor(private baseRpm: number, options: Partial<LearningParams> = {}) {
     this.p = { ...params, ...options }
     this.level = baseRpm
@@ -105,6 +108,11 @@ export class Learning implements ControlLaw {
     this.minute.add(now)
   }
 
+  uncounted(sentAt: number): void {
+    this.sends.remove(sentAt)
+    this.minute.remove(sentAt)
+  }
+
   dispatchAt(now: number): number {
     const at = Math.max(now, this.holdUntil)
     const over = this.sends.count(now) - Math.max(1, Math.floor(this.level))
@@ -113,16 +121,15 @@ export class Learning implements ControlLaw {
     return Math.max(at, this.sends.leavesAt(now, over + 1))
   }
 
+  // A Retry-After is the bucket's pause; the 429 still tells the count, so it is learned like any other.
   record(outcome: "ok" | "throttled", now: number, _retryAfterMs?: number, sentAt: number = now): void {
     this.outcomes.add(now, outcome === "throttled")
     if (outcome === "ok") return this.succeeded(sentAt)
-    // A refused call never counted upstream.
-    this.sends.remove(sentAt)
-    this.minute.remove(sentAt)
+    this.uncounted(sentAt)
     // Sent before the last counted 429 arrived: it met the same full count.
     if (sentAt < this.refusedAt) return this.refine(sentAt)
-    this.streak = this.okSincePause ? 1 : this.streak + 1
-    this.okSincePause = false
+    this.streak = this.streakOver ? 1 : this.streak + 1
+    this.streakOver = false
     this.learn(now, sentAt)
   }
 
@@ -166,8 +173,8 @@ export class Learning implements ControlLaw {
 
   private succeeded(sentAt: number): void {
     // Only a call sent after the last 429 ends its streak: earlier ones met an older count.
-    if (sentAt < this.refusedAt || this.okSincePause) return
-    this.okSincePause = true
+    if (sentAt < this.refusedAt || this.streakOver) return
+    this.streakOver = true
     // The streak is over. A long streak that cut little is re-tested from the level it began at:
     // a real quota refuses again at its count, a passing storm of 429s does not. An estimate
     // from a window not filled yet is probed from where it is, without waiting for holdMs.
@@ -210,10 +217,11 @@ export class Learning implements ControlLaw {
     this.cutAt = now
     this.refusedAt = now
     this.reason = `429 with ${sliding} calls counted in 60 s, ${calendar} this minute (streak ${this.streak})`
-    // One spacing at the new level. A second 429 in a row also waits for the next calendar
-    // minute when a calendar-minute quota is known or likely: it resets there, and the call
-    // retried now would otherwise meet its third 429. Not otherwise: a long wait drains our
-    // count, and a storm of 429s would then read as a deep drop of the quota.
+    // After a first 429 the level equals what the window holds, so the 60 s count itself waits
+    // for a slot. A later one pauses one spacing at the level; the second also waits for the
+    // next calendar minute when a calendar-minute quota is known or likely: it resets there, and
+    // the call retried now would otherwise meet its third 429. Not otherwise: a long wait
+    // drains our count, and a storm of 429s would then read as a deep drop of the quota.
     let until = this.streak === 1 ? now : now + Math.min(this.p.maxPauseMs, this.p.windowMs / this.level)
     if (this.streak === 2 && (this.unsure || this.calendar || this.minuteFull)) until = Math.max(until, Math.ceil(now / 60_000) * 60_000)
     this.holdUntil = until
@@ -224,6 +232,7 @@ export class Learning implements ControlLaw {
    * estimate of the 429 that came first.
    */
   private refine(sentAt: number): void {
+    if (this.mode !== "hold") return
     const count = this.calendar ? this.minute.current(sentAt) : this.sends.countWithin(sentAt, this.p.windowMs)
     this.setLevel(Math.min(this.level, count))
   }

@@ -2,7 +2,8 @@
  * Our calls that the upstream has not refused, by when we sent them: what a window quota counts.
  * Counting sends rather than answers keeps calls still in flight (a long generation answers
  * 30 s later) in the count. 100 ms slots; adding, removing and the running total are O(1)
- * (amortised) and allocation-free; scans over all slots run only on a 429 or a full window.
+ * (amortised) and allocation-free; scans over all slots run only on a 429, a full window or an
+ * evaluation.
  */
 export class SendWindow {
   private readonly counts: Float64Array
