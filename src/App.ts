@@ -1,7 +1,7 @@
 import { Layer } from "effect"
 import { Admission } from "./Admission/Admission.js"
 import * as Dispatcher from "./Admission/Dispatcher.js"
-import { Inflight } from "./Admission/Inflight.js"
+import { Inflight, ModelSlots } from "./Admission/Inflight.js"
 import { PriorityQueue } from "./Admission/PriorityQueue.js"
 import { RateLimiter } from "./Admission/RateLimiter.js"
 import * as Lifecycle from "./Control/Lifecycle.js"
@@ -15,7 +15,7 @@ import { MetricsServer, ProxyServer } from "./Server/Servers.js"
 
 /** Admission: the queue, the limiter, the in-flight bound, the dispatcher fiber and the service in front. Needs `SidecarConfig`, `Metrics`. */
 export const admission = Layer.merge(Admission.layer, Dispatcher.layer).pipe(
-  Layer.provideMerge(Layer.mergeAll(PriorityQueue.layer, RateLimiter.layer, Inflight.layer))
+  Layer.provideMerge(Layer.mergeAll(PriorityQueue.layer, RateLimiter.layer, Inflight.layer, ModelSlots.layer))
 )
 
 /** The upstream pool, shared by the data path and the side calls' HttpClient. Needs `SidecarConfig`. */

@@ -2,7 +2,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Option, TestClock } from "effect"
 import { Admission } from "../src/Admission/Admission.js"
-import { Inflight } from "../src/Admission/Inflight.js"
+import { Inflight, ModelSlots } from "../src/Admission/Inflight.js"
 import type { AdmissionRequest, UpstreamOutcome } from "../src/Admission/Permit.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { schedulerWith } from "./support/schedulerLayer.js"
@@ -14,7 +14,8 @@ const acquire = (r: AdmissionRequest = request) => Effect.flatMap(Admission, (a)
 const settle = TestClock.adjust("0 millis")
 
 // 3 rpm, capacity 1: one token every 20 s.
-const slow = { rateRpm: 3, bucketCapacity: 1, maxRetries: 2, queueTimeout: Duration.minutes(10) } as const
+// ADR-009 changes the rate only at evaluation steps, so the bucket here is a constant-rate one.
+const slow = { rateRpm: 3, bucketCapacity: 1, maxRetries: 2, queueTimeout: Duration.minutes(10), rateControl: "adr009" } as const
 
 describe("permit.finish", () => {
   it.effect("delivers a 200, frees the slot and records it as ok", () =>
@@ -102,4 +103,39 @@ describe("permit.finish", () => {
       const error = yield* Fiber.join(retry)
       assert.strictEqual(error._tag, "RateLimited")
     }).pipe(Effect.provide(schedulerWith({ ...slow, rateRpm: 0.5, queueTimeout: Duration.seconds(60) }))))
+})
+
+describe("a concurrency cap is not a rate cap", () => {
+  const capBody = "{\"error\":\"Worker local total request limit reached (2/2)\"}"
+  const many = { rateRpm: 600, bucketCapacity: 100, maxRetries: 2, queueTimeout: Duration.minutes(10) } as const
+
+  it.effect("learns the model's in-flight limit from the NIM body, leaves the rate alone, and holds the limit", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter
+      const model = "meta/llama"
+      const held = [yield* acquire({ ...request, model }), yield* acquire({ ...request, model }), yield* acquire({ ...request, model })]
+      const verdict = yield* held[2]!.finish({ _tag: "Answered", status: 429, retryAfter: undefined, body: capBody })
+      assert.strictEqual(verdict._tag, "Retry", "the call is retried")
+      const after = yield* limiter.snapshot
+      assert.strictEqual(after.effectiveRpm, 600, "the rate is not cut")
+      assert.strictEqual(after.rate429, 0, "the law did not hear a rate signal")
+      assert.deepStrictEqual((yield* (yield* ModelSlots).limits), { [model]: 2 })
+      // Two calls to the model are in flight: a third waits for one of them, other models do not.
+      const third = yield* Effect.fork(acquire({ ...request, model }))
+      const other = yield* acquire({ ...request, model: "other/model" })
+      yield* settle
+      assert.isFalse(yield* isDone(third))
+      yield* held[0]!.finish(answered(200))
+      yield* settle
+      assert.isTrue(yield* isDone(third))
+      yield* other.finish(answered(200))
+    }).pipe(Effect.provide(schedulerWith(many))))
+
+  it.effect("still cuts for a plain 429 without the cap body", () =>
+    Effect.gen(function*() {
+      const permit = yield* acquire({ ...request, model: "meta/llama" })
+      yield* permit.finish({ _tag: "Answered", status: 429, retryAfter: undefined, body: "{\"error\":\"Too Many Requests\"}" })
+      assert.deepStrictEqual((yield* (yield* ModelSlots).limits), {})
+      assert.isBelow((yield* (yield* RateLimiter).snapshot).effectiveRpm, 600, "the learning law reacts to a rate signal at once")
+    }).pipe(Effect.provide(schedulerWith(many))))
 })

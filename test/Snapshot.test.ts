@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Context, Effect, Fiber, Layer, Ref, Stream, TestClock } from "effect"
-import { Inflight } from "../src/Admission/Inflight.js"
+import { Inflight, ModelSlots } from "../src/Admission/Inflight.js"
 import { PriorityQueue } from "../src/Admission/PriorityQueue.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { makeTicket } from "../src/Admission/Ticket.js"
@@ -15,8 +15,8 @@ const counted = (computations: Ref.Ref<number>) => {
     requestCounts: Effect.zipRight(Ref.update(computations, (n) => n + 1), m.requestCounts)
   }))).pipe(Layer.provide(Metrics.layer))
   return Snapshot.layer.pipe(
-    Layer.provideMerge(Layer.mergeAll(countingMetrics, PriorityQueue.layer, RateLimiter.layer, Inflight.layer)),
-    Layer.provide(SidecarConfig.layerTest({ queueMax: 10, queueFullPolicy: "reject" }))
+    Layer.provideMerge(Layer.mergeAll(countingMetrics, PriorityQueue.layer, RateLimiter.layer, Inflight.layer, ModelSlots.layer)),
+    Layer.provide(SidecarConfig.layerTest({ queueMax: 10, queueFullPolicy: "reject", rateControl: "adr009" }))
   )
 }
 
@@ -68,7 +68,7 @@ describe("Snapshot", () => {
       yield* inflight.tryAcquire
       yield* inflight.tryAcquire
       // 40 rpm, capacity 40: 4 answers, all 429, then one evaluation step cuts the rate by a quarter.
-      for (let i = 0; i < 4; i++) yield* limiter.record("throttled")
+      for (let i = 0; i < 4; i++) yield* limiter.record("throttled", 0)
       yield* TestClock.adjust("5 seconds")
       const s = yield* snapshot.current
       assert.deepStrictEqual(s.requests, { total: 7, by_status: { "200": 7 }, errors: 0, rate_limited: 0, current_rpm: 7 })

@@ -125,7 +125,7 @@ describe("RateLimiter", () => {
       const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
       yield* TestClock.setTime(5_000)
       assert.isFalse(yield* isDone(waiter))
-      yield* bucket.refund
+      yield* bucket.refund()
       yield* settle
       assert.isTrue(yield* isDone(waiter))
     }).pipe(Effect.provide(bucketWith({ rateRpm: 3, bucketCapacity: 1 }))))
@@ -176,7 +176,7 @@ describe("RateLimiter", () => {
       const bucket = yield* RateLimiter
       yield* bucket.take
       assert.strictEqual((yield* bucket.snapshot).tokens, 0)
-      yield* bucket.refund
+      yield* bucket.refund()
       assert.strictEqual((yield* bucket.snapshot).tokens, 1)
 
       const taker = yield* Effect.fork(bucket.take)
@@ -187,7 +187,7 @@ describe("RateLimiter", () => {
   it.effect("refund never fills the bucket above capacity", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* bucket.refund
+      yield* bucket.refund()
       assert.strictEqual((yield* snapshot).tokens, 1)
     }).pipe(Effect.provide(TwoPerMinute)))
 })

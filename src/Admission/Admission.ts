@@ -3,7 +3,8 @@ import { RateLimited, type AdmissionError } from "../Common/Errors.js"
 import { retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
-import { Inflight } from "./Inflight.js"
+import { Inflight, ModelSlots } from "./Inflight.js"
+import { concurrencySignal } from "./Laws/ConcurrencyCap.js"
 import type { AdmissionRequest, Permit, UpstreamOutcome, Verdict } from "./Permit.js"
 import { PriorityQueue } from "./PriorityQueue.js"
 import { RateLimiter } from "./RateLimiter.js"
@@ -24,6 +25,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       const queue = yield* PriorityQueue
       const limiter = yield* RateLimiter
       const inflight = yield* Inflight
+      const modelSlots = yield* ModelSlots
       const metrics = yield* Metrics
       const queueTimeoutMs = Duration.toMillis(config.queueTimeout)
       // Arrival order within a level; a plain counter since taking a number cannot interleave.
@@ -42,27 +44,40 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           yield* decided(request, waitedMs === 0 && !bypassed ? "immediate" : bypassed ? "bypassed_full_queue" : "dequeued", { seq, waited_ms: waitedMs })
           yield* metrics.queueWait(request.priority, waitedMs / 1000)
           const limits = yield* limiter.snapshot
+          // The call goes upstream now: the law counts it from here.
+          const sentAt = yield* limiter.dispatched
           const finish = (outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
-            Effect.zipRight(release, judge(request, seq, attempt, outcome))
+            Effect.zipLeft(judge(request, seq, attempt, sentAt, outcome), release)
           return { seq, attempt, waitedMs, bypassed, limits, mustConsult, finish } satisfies Permit
         })
 
-      const judge = (request: AdmissionRequest, seq: number, attempt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
+      const judge = (request: AdmissionRequest, seq: number, attempt: number, sentAt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
         Effect.gen(function*() {
           if (outcome._tag === "NotSent") {
-            yield* limiter.refund
+            yield* limiter.refund(sentAt)
             return deliver
           }
+          // No answer: the call stays counted, the safe side.
           if (outcome._tag === "Failed") return deliver
           if (outcome.status !== 429) {
-            yield* limiter.record("ok")
+            yield* limiter.record("ok", sentAt)
+            yield* modelSlots.answered(request.model)
             return deliver
           }
-          // An upstream 429 before any byte reached the client: slow down, honour Retry-After,
-          // and retry with the same seq while retries last.
-          yield* limiter.record("throttled")
-          const pause = retryAfterMillis(outcome.retryAfter, yield* Clock.currentTimeMillis)
-          if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
+          // A model's workers are full: a concurrency signal, not a rate signal. The model's
+          // in-flight limit is learned; the rate and the law's count are left alone.
+          const cap = concurrencySignal(outcome.body ?? "")
+          if (cap !== undefined) {
+            yield* limiter.uncounted(sentAt)
+            yield* modelSlots.capped(request.model, cap.limit)
+            if (debug) yield* decided(request, "concurrency_capped", { seq, stated_limit: cap.limit ?? null })
+          } else {
+            // An upstream 429 before any byte reached the client: the law hears of it, a
+            // Retry-After pauses dispatch, and the request retries with its seq while retries last.
+            const pause = retryAfterMillis(outcome.retryAfter, yield* Clock.currentTimeMillis)
+            yield* limiter.record("throttled", sentAt, Option.getOrUndefined(pause))
+            if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
+          }
           if (attempt < config.maxRetries) {
             const arrivedAt = request.retry?.arrivedAt ?? (yield* Clock.currentTimeMillis)
             return { _tag: "Retry", next: { ...request, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
@@ -133,12 +148,22 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       const leave = (ticket: Ticket) =>
         Effect.flatMap(queue.settle(ticket, left), (wasWaiting) => {
           const outcome = ticket.outcome
-          return wasWaiting || outcome?._tag !== "Admitted" ? Effect.void : Effect.zipRight(outcome.release, limiter.refund)
+          return wasWaiting || outcome?._tag !== "Admitted" ? Effect.void : Effect.zipRight(outcome.release, limiter.refund())
         })
 
+      const admit = (request: AdmissionRequest) =>
+        Effect.flatMap(admitNow(request), (now) => (now !== undefined ? Effect.succeed(now) : waitInQueue(request)))
+
       return Admission.of({
+        // A model at its learned in-flight limit waits for room first, holding nothing else.
         acquire: (request) =>
-          Effect.flatMap(admitNow(request), (now) => (now !== undefined ? Effect.succeed(now) : waitInQueue(request)))
+          Effect.uninterruptibleMask((restore) =>
+            Effect.flatMap(restore(modelSlots.enter(request.model)), (leaveModel) =>
+              restore(admit(request)).pipe(
+                Effect.onError(() => leaveModel),
+                Effect.map((p): Permit => ({ ...p, finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel) }))
+              ))
+          )
       })
     })
   )

@@ -1,5 +1,6 @@
 import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer } from "effect"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
+import { ModelConcurrency } from "./Laws/ConcurrencyCap.js"
 
 /**
  * The in-flight bound (SIDECAR_MAX_INFLIGHT). A plain counter, not STM: taking and freeing a
@@ -56,4 +57,62 @@ const make = (max: number): Inflight["Type"] => {
     acquireWithin,
     used: Effect.sync(() => used)
   }
+}
+
+/**
+ * Per-model in-flight limits learned from concurrency-cap 429s (ModelConcurrency): a request for
+ * a model at its limit waits here, before the queue, so it holds no token and no slot meanwhile.
+ * Models without a learned limit pass straight through.
+ */
+export class ModelSlots extends Context.Tag("sidecar/ModelSlots")<ModelSlots, {
+  /** Waits until `model` has room, counts the call in; the effect releases it (once). */
+  readonly enter: (model: string | undefined) => Effect.Effect<Effect.Effect<void>>
+  /** A cap signal for `model`, with the limit the body stated if any. */
+  readonly capped: (model: string | undefined, statedLimit: number | undefined) => Effect.Effect<void>
+  /** A successful answer keeps the model's entry fresh. */
+  readonly answered: (model: string | undefined) => Effect.Effect<void>
+  /** Learned limits by model. */
+  readonly limits: Effect.Effect<Readonly<Record<string, number>>>
+}>() {
+  static readonly layer = Layer.effect(
+    ModelSlots,
+    Effect.gen(function*() {
+      const config = yield* SidecarConfig
+      const clock = yield* Effect.clock
+      const learned = new ModelConcurrency(config.maxInflight)
+      const counts = new Map<string, number>()
+      let freed = Deferred.unsafeMake<void>(FiberId.none)
+      const leave = (model: string) => {
+        const n = (counts.get(model) ?? 1) - 1
+        if (n <= 0) counts.delete(model)
+        else counts.set(model, n)
+        const waiters = freed
+        freed = Deferred.unsafeMake<void>(FiberId.none)
+        Deferred.unsafeDone(waiters, Exit.void)
+      }
+      const enter = (model: string | undefined): Effect.Effect<Effect.Effect<void>> =>
+        Effect.suspend(() => {
+          if (model === undefined) return Effect.succeed(Effect.void)
+          const limit = learned.limitFor(model)
+          const n = counts.get(model) ?? 0
+          if (limit !== undefined && n >= limit) return Effect.zipRight(Effect.suspend(() => Deferred.await(freed)), enter(model))
+          counts.set(model, n + 1)
+          learned.onDispatch(model, n + 1, clock.unsafeCurrentTimeMillis())
+          let done = false
+          return Effect.succeed(Effect.sync(() => {
+            if (!done) leave(model)
+            done = true
+          }))
+        })
+      return ModelSlots.of({
+        enter,
+        capped: (model, statedLimit) =>
+          Effect.sync(() => {
+            if (model !== undefined) learned.onCapSignal(model, counts.get(model) ?? 1, statedLimit, clock.unsafeCurrentTimeMillis())
+          }),
+        answered: (model) => Effect.sync(() => model !== undefined && learned.onSuccess(model)),
+        limits: Effect.sync(() => learned.snapshot())
+      })
+    })
+  )
 }

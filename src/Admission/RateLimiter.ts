@@ -1,34 +1,43 @@
-import { Clock, Context, Deferred, Duration, Effect, Layer, Ref, Schedule } from "effect"
-import * as Retreat from "./Retreat.js"
-import { SlidingCounts } from "../Common/SlidingCounts.js"
+import { Context, Deferred, Duration, Effect, Layer, Ref, Schedule } from "effect"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
+import { type ControlLaw, type ControlLawName, stepMs } from "./ControlLaw.js"
+import { laws } from "./ControlLaws.js"
 
 export interface LimiterSnapshot {
   readonly tokens: number
   readonly capacity: number
   readonly baseRpm: number
   readonly effectiveRpm: number
-  readonly mode: Retreat.RetreatMode
+  readonly law: ControlLawName
+  /** The control law's state (adr009: normal/retreat/recover; learning: open/hold/probe). */
+  readonly mode: string
   /** 429 share of upstream answers over the last 60 s. */
   readonly rate429: number
+  /** The quota the law has learned, when it has. */
+  readonly quotaEstimateRpm: number | null
   /** Millis until the next whole token (0 when one is available now). */
   readonly nextTokenInMs: number
+  /** Millis until dispatch may resume: a Retry-After pause, or the law holding calls back. */
   readonly pausedForMs: number
 }
 
 /**
- * The rate seam: an adaptive token bucket, refilled continuously at the effective rate that its
- * control law sets from upstream answers. A shared (Redis) limiter replaces this service.
+ * The rate seam: a token bucket refilled continuously at the rate its control law
+ * (SIDECAR_RATE_CONTROL) sets from upstream answers. A shared (Redis) limiter replaces this service.
  */
 export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter, {
-  /** Waits on the Clock until a token is available (and any Retry-After pause is over), then consumes it. */
+  /** Waits on the Clock until a token is available (and any pause is over), then consumes it. */
   readonly take: Effect.Effect<void>
   /** Takes a token only if one is available now (and dispatch is not paused). */
   readonly tryTake: Effect.Effect<boolean>
-  /** Gives back a token that was taken for a call that never happened. */
-  readonly refund: Effect.Effect<void>
-  /** Feeds the retreat window with one upstream outcome. */
-  readonly record: (outcome: "ok" | "throttled") => Effect.Effect<void>
+  /** A call went upstream: the law counts it (its `sentAt` is now). */
+  readonly dispatched: Effect.Effect<number>
+  /** Gives back the token of a call that never happened (sent at `sentAt`, if it was counted). */
+  readonly refund: (sentAt?: number) => Effect.Effect<void>
+  /** One upstream answer of the call sent at `sentAt`; `throttled` is a 429 that speaks of the rate. */
+  readonly record: (outcome: "ok" | "throttled", sentAt: number, retryAfterMs?: number) => Effect.Effect<void>
+  /** A 429 that is no rate signal (a concurrency cap): the call leaves the law's count. */
+  readonly uncounted: (sentAt: number) => Effect.Effect<void>
   /** Holds dispatch until `millis` from now (upstream Retry-After). */
   readonly pauseFor: (millis: number) => Effect.Effect<void>
   /** Hot change; accrued tokens are kept (capped at the new capacity). */
@@ -41,40 +50,37 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
     RateLimiter,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
+      // The clock is read through the captured service: cheaper per call, still the TestClock in tests.
+      const clock = yield* Effect.clock
+      const started = clock.unsafeCurrentTimeMillis()
+      const law: ControlLaw = laws[config.rateControl](config.rateRpm, started)
       const state = yield* Ref.make<State>({
         tokens: config.bucketCapacity,
         capacity: config.bucketCapacity,
         baseRpm: config.rateRpm,
-        updatedAt: yield* Clock.currentTimeMillis,
-        pausedUntil: 0,
-        retreat: Retreat.initial(config.rateRpm)
+        updatedAt: started,
+        pausedUntil: 0
       })
-      // Upstream outcomes per second for the retreat window: [answers, 429s].
-      const outcomes = new SlidingCounts(Retreat.params.recoverAfterMs / 1000, 2)
-      const ratios = (now: number): Retreat.Ratios => {
-        const ratio = (ms: number) => {
-          const total = outcomes.sum(now, 0, ms / 1000)
-          return total === 0 ? 0 : outcomes.sum(now, 1, ms / 1000) / total
-        }
-        return { recent: ratio(Retreat.params.windowMs), long: ratio(Retreat.params.recoverAfterMs) }
-      }
 
-      // The clock is read through the captured service: cheaper per call, still the TestClock in tests.
-      const clock = yield* Effect.clock
+      // Every step reads the clock once and refills at the rate in force until now, so a law
+      // that changes its rate never rewrites tokens already earned.
       const withNow = <A>(f: (s: State, now: number) => readonly [A, State]) =>
         Effect.suspend(() => {
           const now = clock.unsafeCurrentTimeMillis()
-          return Ref.modify(state, (s) => f(refill(s, now), now))
+          return Ref.modify(state, (s) => f(refill(s, now, law), now))
         })
+      // After the law moved: the bucket may hold no more than its burst allows.
+      const capped = (s: State): State => ({ ...s, tokens: Math.min(s.tokens, burstLimit(s, law)) })
 
       // 0 = token consumed, otherwise millis until it is worth looking again.
       const tryTake = withNow((s, now) => {
-        if (s.pausedUntil > now) return [s.pausedUntil - now, s] as const
+        const resumeAt = Math.max(s.pausedUntil, law.dispatchAt(now))
+        if (resumeAt > now) return [resumeAt - now, s] as const
         if (s.tokens >= 1) return [0, { ...s, tokens: s.tokens - 1 }] as const
-        return [untilNextToken(s), s] as const
+        return [untilNextToken(s, law), s] as const
       })
 
-      // A waiter sleeps until its token is due, or until a hot change or refund makes it due sooner.
+      // A waiter sleeps until its token is due, or until a change makes it due sooner.
       const changed = yield* Ref.make(yield* Deferred.make<void>())
       const wake = Effect.flatMap(Deferred.make<void>(), (next) =>
         Effect.flatMap(Ref.getAndSet(changed, next), (previous) => Deferred.succeed(previous, undefined)))
@@ -88,47 +94,61 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
         }
       })
 
-      const record = (outcome: "ok" | "throttled") =>
-        Effect.sync(() => {
-          const now = clock.unsafeCurrentTimeMillis()
-          outcomes.add(now, 0)
-          if (outcome === "throttled") outcomes.add(now, 1)
-        })
+      const evaluate = Effect.flatMap(
+        withNow((s, now) => [law.evaluate(now), capped(s)] as const),
+        (change) =>
+          change === undefined
+            ? Effect.void
+            : Effect.zipRight(
+              Effect.logInfo({ msg: "control_state_changed", law: config.rateControl, from: change.from, to: change.to, effective_rpm: round2(change.effectiveRpm), reason: change.reason }),
+              wake
+            )
+      )
 
-      const evaluate = withNow((s, now) => {
-        return [undefined, { ...s, retreat: Retreat.evaluate(s.retreat, ratios(now), now, s.baseRpm) }] as const
+      const snapshot = withNow((s, now): readonly [LimiterSnapshot, State] => {
+        const view = law.view(now)
+        return [{
+          tokens: s.tokens,
+          capacity: s.capacity,
+          baseRpm: s.baseRpm,
+          effectiveRpm: law.effectiveRpm,
+          law: view.law,
+          mode: view.mode,
+          rate429: view.rate429,
+          quotaEstimateRpm: view.quotaEstimateRpm,
+          nextTokenInMs: s.tokens >= 1 ? 0 : untilNextToken(s, law),
+          pausedForMs: Math.max(0, s.pausedUntil - now, law.dispatchAt(now) - now)
+        }, s]
       })
 
-      const snapshot = withNow((s, now): readonly [LimiterSnapshot, State] => [{
-        tokens: s.tokens,
-        capacity: s.capacity,
-        baseRpm: s.baseRpm,
-        effectiveRpm: s.retreat.effectiveRpm,
-        mode: s.retreat.mode,
-        rate429: ratios(now).recent,
-        nextTokenInMs: s.tokens >= 1 ? 0 : untilNextToken(s),
-        pausedForMs: Math.max(0, s.pausedUntil - now)
-      }, s])
-
-      yield* evaluate.pipe(Effect.repeat(Schedule.spaced(Duration.millis(Retreat.params.stepMs))), Effect.forkScoped)
+      yield* evaluate.pipe(Effect.repeat(Schedule.spaced(Duration.millis(stepMs))), Effect.forkScoped)
 
       return RateLimiter.of({
         take,
         tryTake: Effect.map(tryTake, (wait) => wait === 0),
-        refund: Effect.zipRight(withNow((s) => [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const), wake),
-        record,
+        dispatched: withNow((s, now) => {
+          law.dispatched(now)
+          return [now, s] as const
+        }),
+        refund: (sentAt) =>
+          Effect.zipRight(withNow((s) => {
+            if (sentAt !== undefined) law.uncounted(sentAt)
+            return [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const
+          }), wake),
+        record: (outcome, sentAt, retryAfterMs) =>
+          withNow((s, now) => {
+            law.record(outcome, now, retryAfterMs, sentAt)
+            // A law may react to a 429 at once, between evaluation steps.
+            return [undefined, outcome === "throttled" ? capped(s) : s] as const
+          }),
+        uncounted: (sentAt) => withNow((s) => [law.uncounted(sentAt), s] as const),
         pauseFor: (millis) => withNow((s, now) => [undefined, { ...s, pausedUntil: Math.max(s.pausedUntil, now + millis) }] as const),
         configure: (change) =>
-          Effect.zipLeft(withNow((s) => {
+          Effect.zipLeft(withNow((s, now) => {
             const capacity = change.capacity ?? s.capacity
             const baseRpm = change.rateRpm ?? s.baseRpm
-            return [undefined, {
-              ...s,
-              capacity,
-              baseRpm,
-              tokens: Math.min(capacity, s.tokens),
-              retreat: Retreat.rebase(s.retreat, baseRpm)
-            }] as const
+            if (change.rateRpm !== undefined) law.rebase(baseRpm, now)
+            return [undefined, { ...s, capacity, baseRpm, tokens: Math.min(capacity, s.tokens) }] as const
           }), wake),
         snapshot,
         retryAfterMs: Effect.map(snapshot, (b) => Math.max(1000, b.nextTokenInMs, b.pausedForMs))
@@ -143,21 +163,27 @@ interface State {
   readonly baseRpm: number
   readonly updatedAt: number
   readonly pausedUntil: number
-  readonly retreat: Retreat.Retreat
 }
 
 const MINUTE_MS = 60_000
+const round2 = (n: number) => Math.round(n * 100) / 100
 
-function refill(s: State, now: number): State {
+function refill(s: State, now: number, law: ControlLaw): State {
   if (now <= s.updatedAt) return s
-  const earned = ((now - s.updatedAt) * s.retreat.effectiveRpm) / MINUTE_MS
-  const tokens = Math.min(s.capacity, s.tokens + earned)
+  const limit = burstLimit(s, law)
+  if (s.tokens >= limit) return { ...s, updatedAt: now }
+  const tokens = Math.min(limit, s.tokens + ((now - s.updatedAt) * law.effectiveRpm) / MINUTE_MS)
   // Refill arrives in slices (every evaluation step reads the state); snap float dust such as
   // 0.9999999999999999 so a token is due exactly on its boundary, not 1 ms later.
   const whole = Math.round(tokens)
   return { ...s, tokens: Math.abs(tokens - whole) < 1e-9 ? whole : tokens, updatedAt: now }
 }
 
-function untilNextToken(s: State): number {
-  return Math.max(1, Math.ceil(((1 - s.tokens) * MINUTE_MS) / s.retreat.effectiveRpm))
+/** The most tokens the bucket may hold: its capacity, or less while the law keeps calls spaced. */
+function burstLimit(s: State, law: ControlLaw): number {
+  return Math.max(1, Math.min(s.capacity, law.burst))
+}
+
+function untilNextToken(s: State, law: ControlLaw): number {
+  return Math.max(1, Math.ceil(((1 - s.tokens) * MINUTE_MS) / Math.max(law.effectiveRpm, 1e-9)))
 }

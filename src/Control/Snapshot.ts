@@ -1,8 +1,7 @@
 import { Clock, Context, Effect, Layer, Schedule, Stream } from "effect"
-import { Inflight } from "../Admission/Inflight.js"
+import { Inflight, ModelSlots } from "../Admission/Inflight.js"
 import { PriorityQueue } from "../Admission/PriorityQueue.js"
 import { RateLimiter } from "../Admission/RateLimiter.js"
-import type { RetreatMode } from "../Admission/Retreat.js"
 import type { Priority } from "../Common/Priority.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { version } from "../Version.js"
@@ -31,7 +30,14 @@ export interface StateSnapshot {
     readonly bypassed: number
   }
   readonly token_bucket: { readonly tokens: number; readonly capacity: number; readonly rate_rpm: number }
-  readonly retreat: { readonly state: RetreatMode; readonly effective_rpm: number; readonly base_rpm: number; readonly rate_429: number }
+  readonly retreat: { readonly state: string; readonly effective_rpm: number; readonly base_rpm: number; readonly rate_429: number }
+  /** The rate law and what it learned: the quota, and in-flight limits of models whose workers were full. */
+  readonly control: {
+    readonly law: string
+    readonly state: string
+    readonly quota_estimate_rpm: number | null
+    readonly model_inflight_limits: Readonly<Record<string, number>>
+  }
   readonly inflight: number
 }
 
@@ -49,6 +55,7 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
       const queue = yield* PriorityQueue
       const bucket = yield* RateLimiter
       const inflight = yield* Inflight
+      const modelSlots = yield* ModelSlots
       const metrics = yield* Metrics
       const startedAt = yield* Clock.currentTimeMillis
 
@@ -75,6 +82,12 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
           },
           token_bucket: { tokens: round2(b.tokens), capacity: b.capacity, rate_rpm: round2(b.effectiveRpm) },
           retreat: { state: b.mode, effective_rpm: round2(b.effectiveRpm), base_rpm: b.baseRpm, rate_429: round2(b.rate429) },
+          control: {
+            law: b.law,
+            state: b.mode,
+            quota_estimate_rpm: b.quotaEstimateRpm === null ? null : round2(b.quotaEstimateRpm),
+            model_inflight_limits: yield* modelSlots.limits
+          },
           inflight: yield* inflight.used
         } satisfies StateSnapshot
       })

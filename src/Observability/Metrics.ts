@@ -137,7 +137,8 @@ export const ownStatuses = [200, 400, 404, 408, 413, 429, 431, 499, 500, 502, 50
  */
 export const upstreamErrorStatuses = [0, 429, 500, 502, 503, 504] as const
 
-const modeCode: Readonly<Record<string, number>> = { normal: 0, retreat: 1, recover: 2 }
+// adr009's states, and the learning law's: open (nothing learned) 0, hold (at a learned quota) 1, probe 2.
+const modeCode: Readonly<Record<string, number>> = { normal: 0, retreat: 1, recover: 2, open: 0, hold: 1, probe: 2 }
 
 const countable = (n: number): boolean => Number.isFinite(n) && n > 0
 
@@ -190,7 +191,7 @@ function makeInstruments(registers: Prom.Registry) {
     fallback: new Prom.Counter({ name: "sidecar_fallback_passthrough_total", help: "Requests that skipped a full queue (passthrough policy)", ...r }),
     health: new Prom.Gauge({ name: "sidecar_health_status", help: "1 when ready, 0 when not", ...r }),
     uptime: new Prom.Gauge({ name: "sidecar_uptime_seconds", help: "Seconds since start", ...r }),
-    retreat: new Prom.Gauge({ name: "sidecar_retreat_state", help: "Retreat state: 0 normal, 1 retreat, 2 recover", ...r }),
+    retreat: new Prom.Gauge({ name: "sidecar_retreat_state", help: "Control state: 0 normal or open, 1 retreat or hold, 2 recover or probe", ...r }),
     effectiveRpm: new Prom.Gauge({ name: "sidecar_effective_rate_rpm", help: "Effective rate after retreat, requests per minute", ...r }),
     rate429: new Prom.Gauge({ name: "sidecar_upstream_429_rate", help: "Share of upstream 429 answers over the last 60 s", ...r }),
     // Added after the seed; units and suffixes per the Prometheus naming conventions.

@@ -62,6 +62,7 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
             rate429: s.retreat.rate_429,
             queueDepth: s.queue.by_priority,
             configuredRpm: s.retreat.base_rpm,
+            quotaEstimateRpm: s.control.quota_estimate_rpm ?? 0,
             queueMax: s.queue.max
           })
           res.writeHead(200, { "content-type": contentType })

@@ -1,23 +1,20 @@
-// Retreat (ADR-009): the pure state machine, then the same rules through RateLimiter.record and
-// the bucket's evaluation fiber, which runs at t = 0, 5 s, 10 s, ... under the TestClock.
+// ADR-009 (SIDECAR_RATE_CONTROL=adr009) through RateLimiter.record and the bucket's evaluation
+// fiber, which runs at t = 0, 5 s, 10 s, ... under the TestClock. The pure law: test/Adr009.test.ts.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import * as Retreat from "../src/Admission/Retreat.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { bucketWith } from "./support/schedulerLayer.js"
 
 // 40 rpm base: one retreat step is 40 -> 30 -> 22.5 -> ...
-const Base40 = bucketWith({ rateRpm: 40, bucketCapacity: 40 })
-
-const calm: Retreat.Ratios = { recent: 0, long: 0 }
-const ratios = (recent: number, long = recent): Retreat.Ratios => ({ recent, long })
+const Base40 = bucketWith({ rateRpm: 40, bucketCapacity: 40, rateControl: "adr009" })
 
 /** `ok` and `throttled` outcomes, recorded at the current TestClock time. */
 const recordMany = (ok: number, throttled: number) =>
   Effect.gen(function*() {
     const bucket = yield* RateLimiter
-    for (let i = 0; i < ok; i++) yield* bucket.record("ok")
-    for (let i = 0; i < throttled; i++) yield* bucket.record("throttled")
+    const sentAt = yield* bucket.dispatched
+    for (let i = 0; i < ok; i++) yield* bucket.record("ok", sentAt)
+    for (let i = 0; i < throttled; i++) yield* bucket.record("throttled", sentAt)
   })
 
 const state = Effect.map(RateLimiter, (b) => b.snapshot).pipe(
@@ -25,79 +22,7 @@ const state = Effect.map(RateLimiter, (b) => b.snapshot).pipe(
   Effect.map((s) => ({ mode: s.mode, rpm: s.effectiveRpm }))
 )
 
-describe("Retreat.evaluate", () => {
-  it("enters retreat at 5 % 429s with the rate at 0.75 x base", () => {
-    const next = Retreat.evaluate(Retreat.initial(40), ratios(0.05), 5_000, 40)
-    assert.deepStrictEqual(next, { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 })
-  })
-
-  it("stays normal just under 5 % 429s", () => {
-    const next = Retreat.evaluate(Retreat.initial(40), ratios(0.049), 5_000, 40)
-    assert.deepStrictEqual(next, { mode: "normal", effectiveRpm: 40, lastDecreaseAt: 0 })
-  })
-
-  it("keeps decreasing in retreat while 429s are at 10 % or more", () => {
-    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
-    assert.deepStrictEqual(
-      Retreat.evaluate(retreat, ratios(0.1), 10_000, 40),
-      { mode: "retreat", effectiveRpm: 22.5, lastDecreaseAt: 10_000 }
-    )
-  })
-
-  it("holds the retreated rate between 5 and 10 % 429s", () => {
-    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
-    assert.deepStrictEqual(Retreat.evaluate(retreat, ratios(0.099), 10_000, 40), retreat)
-  })
-
-  it("never goes below 5 rpm", () => {
-    const near: Retreat.Retreat = { mode: "retreat", effectiveRpm: 6, lastDecreaseAt: 0 }
-    const floored = Retreat.evaluate(near, ratios(1), 5_000, 40)
-    assert.strictEqual(floored.effectiveRpm, 5)
-    assert.strictEqual(Retreat.evaluate(floored, ratios(1), 10_000, 40).effectiveRpm, 5)
-  })
-
-  it("moves to recover 120 s after the last decrease when the long window is under 2 %", () => {
-    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
-    assert.deepStrictEqual(Retreat.evaluate(retreat, calm, 124_999, 40), retreat)
-    assert.deepStrictEqual(
-      Retreat.evaluate(retreat, calm, 125_000, 40),
-      { mode: "recover", effectiveRpm: 32, lastDecreaseAt: 5_000 }
-    )
-  })
-
-  it("does not recover while the long window holds 2 % 429s or more", () => {
-    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 5_000 }
-    assert.deepStrictEqual(Retreat.evaluate(retreat, ratios(0, 0.02), 200_000, 40), retreat)
-    assert.strictEqual(Retreat.evaluate(retreat, ratios(0, 0.019), 200_000, 40).mode, "recover")
-  })
-
-  it("adds 2 rpm per recover step and returns to normal at the base rate", () => {
-    const recover: Retreat.Retreat = { mode: "recover", effectiveRpm: 35, lastDecreaseAt: 0 }
-    const step1 = Retreat.evaluate(recover, calm, 200_000, 40)
-    assert.deepStrictEqual(step1, { mode: "recover", effectiveRpm: 37, lastDecreaseAt: 0 })
-    const step2 = Retreat.evaluate(step1, calm, 205_000, 40)
-    assert.deepStrictEqual(step2, { mode: "recover", effectiveRpm: 39, lastDecreaseAt: 0 })
-    assert.deepStrictEqual(Retreat.evaluate(step2, calm, 210_000, 40), { mode: "normal", effectiveRpm: 40, lastDecreaseAt: 0 })
-  })
-
-  it("re-enters retreat on 5 % 429s during recover", () => {
-    const recover: Retreat.Retreat = { mode: "recover", effectiveRpm: 32, lastDecreaseAt: 0 }
-    assert.deepStrictEqual(
-      Retreat.evaluate(recover, ratios(0.05, 0.05), 200_000, 40),
-      { mode: "retreat", effectiveRpm: 24, lastDecreaseAt: 200_000 }
-    )
-    assert.strictEqual(Retreat.evaluate(recover, ratios(0.049, 0.049), 200_000, 40).mode, "recover")
-  })
-
-  it("rebases a normal rate to the new base and caps a retreated one", () => {
-    assert.strictEqual(Retreat.rebase(Retreat.initial(40), 60).effectiveRpm, 60)
-    const retreat: Retreat.Retreat = { mode: "retreat", effectiveRpm: 30, lastDecreaseAt: 0 }
-    assert.strictEqual(Retreat.rebase(retreat, 60).effectiveRpm, 30)
-    assert.strictEqual(Retreat.rebase(retreat, 20).effectiveRpm, 20)
-  })
-})
-
-describe("Retreat through RateLimiter", () => {
+describe("ADR-009 through RateLimiter", () => {
   it.effect("enters retreat at the next evaluation step after 5 % 429s", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(1_000)
@@ -227,7 +152,7 @@ describe("Retreat through RateLimiter", () => {
           Effect.gen(function*() {
             let min = Infinity
             for (let r = 0; r < rounds; r++) {
-              yield* bucket.record(i < 10 ? "throttled" : "ok")
+              yield* bucket.record(i < 10 ? "throttled" : "ok", 0)
               yield* Effect.yieldNow()
               yield* bucket.take
               min = Math.min(min, (yield* bucket.snapshot).tokens)
@@ -247,5 +172,5 @@ describe("Retreat through RateLimiter", () => {
 
       yield* TestClock.setTime(5_000)
       assert.deepStrictEqual(yield* state, { mode: "retreat", rpm: 30 })
-    }).pipe(Effect.provide(bucketWith({ rateRpm: 40, bucketCapacity: 1000 }))))
+    }).pipe(Effect.provide(bucketWith({ rateRpm: 40, bucketCapacity: 1000, rateControl: "adr009" }))))
 })
