@@ -53,7 +53,7 @@ describe.skipIf(!existsSync(executablePath))("dashboard in a real browser", () =
     expect(await page.$eval("#queue-bar-low", (el) => getComputedStyle(el).transitionDuration)).toBe("0.3s")
     await Promise.all(burst)
     await page.waitForFunction(() => Number(document.querySelector("#total-requests")?.textContent?.replace(/\D/g, "")) >= 30, undefined, { timeout: 5000 })
-    expect(await page.textContent("#retreat-state")).toContain("normal")
+    expect(await page.textContent("#retreat-state")).toContain("open")
 
     // The config form applies a new rate (loopback write, no token configured).
     await page.fill("#cfg-rate_rpm", "90")

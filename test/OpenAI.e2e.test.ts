@@ -26,7 +26,9 @@ beforeAll(async () => {
       usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }
     })
   }
-  sidecar = await startSidecar({ upstream: upstream.url, maxRetries: 1, rateRpm: 6000 })
+  // ADR-009 retries an always-429 upstream at once; the learning law would hold each retry until
+  // its 60 s window slides (see test/Admission.test.ts and the simulator for the law).
+  sidecar = await startSidecar({ upstream: upstream.url, maxRetries: 1, rateRpm: 6000, rateControl: "adr009" })
   client = new OpenAI({ baseURL: `${sidecar.url}/v1`, apiKey: "client-side-key", maxRetries: 0 })
 })
 afterAll(async () => {

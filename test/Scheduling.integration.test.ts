@@ -57,7 +57,8 @@ describe("the limited path against a real upstream", () => {
 
   it("passes the upstream 429 through once retries are exhausted, with Retry-After", async () => {
     upstream.handler = (_req, res) => json(res, 429, { error: { message: "slow down", type: "rate_limit" } })
-    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 6000, bucketCapacity: 10, maxRetries: 2 })
+    // ADR-009: the learning law would (rightly) hold each retry until its 60 s window slides.
+    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 6000, bucketCapacity: 10, maxRetries: 2, rateControl: "adr009" })
     const res = await chat(sidecar.url, { model: "nvidia/x" })
     expect(res.statusCode).toBe(429)
     expect(await res.body.json()).toEqual({ error: { message: "slow down", type: "rate_limit" } })
