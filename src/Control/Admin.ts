@@ -10,7 +10,7 @@ import { writeError, writeJson } from "../DataPath/Reply.js"
 import { HotPatch, hotChanges, patchProblem } from "../Config/HotSettings.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 
-/** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
+/** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits, the per-client ones included. */
 export const makeAdmin = Effect.gen(function*() {
   const config = yield* SidecarConfig
   const bucket = yield* RateLimiter
@@ -26,6 +26,7 @@ export const makeAdmin = Effect.gen(function*() {
       queue_full_policy: q.policy,
       fallback_enabled_passthrough: q.policy === "passthrough",
       low_priority_timeout: Duration.toSeconds(q.lowTimeout),
+      clients: yield* queue.clientLimits,
       upstream: config.upstream,
       passthrough_upstream: Option.getOrNull(config.passthroughUpstream),
       api_key: Option.match(config.apiKey, { onNone: () => null, onSome: mask }),
@@ -64,6 +65,7 @@ export const makeAdmin = Effect.gen(function*() {
         ...(change.queueFullPolicy === undefined ? {} : { policy: change.queueFullPolicy }),
         ...(change.lowTimeout === undefined ? {} : { lowTimeout: change.lowTimeout })
       })
+      if (change.clients !== undefined) yield* queue.configureClients(change.clients)
       yield* bucket.configure({
         ...(change.rateRpm === undefined ? {} : { rateRpm: change.rateRpm }),
         ...(change.bucketCapacity === undefined ? {} : { capacity: change.bucketCapacity })
@@ -112,7 +114,7 @@ function mask(key: Redacted.Redacted): string {
 function diff(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, string> {
   const changes: Record<string, string> = {}
   for (const key of Object.keys(after)) {
-    if (before[key] !== after[key]) changes[key] = `${JSON.stringify(before[key])} -> ${JSON.stringify(after[key])}`
+    if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) changes[key] = `${JSON.stringify(before[key])} -> ${JSON.stringify(after[key])}`
   }
   return changes
 }
