@@ -253,6 +253,24 @@ describe("CLI", () => {
     expect(missing.message).toContain("absent.yaml")
   })
 
+  it("reads the clients: mapping from YAML and names a bad member by its path", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sidecar-config-"))
+    const good = join(dir, "clients.yaml")
+    writeFileSync(good, "rate_rpm: 40\nclients:\n  default: { max_queued: 20 }\n  agent-7: { rpm: 10, max_queued: 50, max_priority: normal }\n")
+    const config = await Effect.runPromise(Effect.provide(SidecarConfig, configLayer(good, {})))
+    expect(config.clients).toEqual({ default: { max_queued: 20 }, "agent-7": { rpm: 10, max_queued: 50, max_priority: "normal" } })
+
+    const bad = join(dir, "bad-clients.yaml")
+    writeFileSync(bad, "clients:\n  agent-7: { rpm: -1 }\n")
+    const error = await Effect.runPromise(Effect.flip(Effect.provide(SidecarConfig, configLayer(bad, {}))))
+    expect(error.problems).toEqual(["SIDECAR_CLIENTS: agent-7.rpm: expected a number > 0, got -1"])
+    expect(await problems({ SIDECAR_CLIENTS: "{\"a\":{\"burst\":3}}" })).toEqual(["SIDECAR_CLIENTS: a.burst: not a known member (rpm, max_queued, max_priority)"])
+    expect(await problems({ SIDECAR_CLIENTS: "{\"a b\":{}}" })).toEqual(["SIDECAR_CLIENTS: a b: not a client id (1-64 letters, digits or ._:@/+-)"])
+    expect(await problems({ SIDECAR_CLIENTS: "{\"a\":{\"max_priority\":\"top\"}}" })).toEqual([
+      "SIDECAR_CLIENTS: a.max_priority: expected one of urgent, high, normal, low, got \"top\""
+    ])
+  })
+
   it("suggests the closest name for an unknown YAML key, in the key's own style, and still refuses it", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sidecar-config-"))
     const file = join(dir, "typo.yaml")
