@@ -77,6 +77,20 @@ describe("fair share inside a level", () => {
       assert.deepStrictEqual(yield* Ref.get(order), ["a1", "b1", "c1", "a2", "b2", "c2", "a3"])
     }).pipe(Effect.provide(schedulerWith(perSecond))))
 
+  it.effect("a client that re-sends at once gets no credit: it alternates with a backlogged client", () =>
+    Effect.gen(function*() {
+      const scheduler = yield* Scheduler
+      yield* emptyBucket
+      const order = yield* Ref.make<ReadonlyArray<string>>([])
+      for (let i = 1; i <= 4; i++) yield* enqueue("flood", "normal", order, `f${i}`)
+      yield* TestClock.setTime(500)
+      const loop = Effect.forEach([1, 2, 3], (i) =>
+        Effect.zipRight(scheduler.admit("normal", undefined, "loop"), Ref.update(order, (o) => [...o, `l${i}`])), { discard: true })
+      yield* Effect.fork(loop)
+      yield* TestClock.setTime(7_000)
+      assert.deepStrictEqual(yield* Ref.get(order), ["f1", "l1", "f2", "l2", "f3", "l3", "f4"])
+    }).pipe(Effect.provide(schedulerWith(perSecond))))
+
   it.effect("keeps priorities strict across levels: a newcomer's high beats every client's normal", () =>
     Effect.gen(function*() {
       yield* emptyBucket

@@ -50,39 +50,32 @@ describe("TicketQueue", () => {
     }
   })
 
-  it("agrees (fair) with a round-robin model over random adds, leaves, turns, parking and retries", () => {
+  it("agrees (fair) with a virtual-time model over random adds, leaves, turns, parking and retries", () => {
     const next = random(3)
     const queue = new TicketQueue(true)
     const clients = ["a", "b", "c", "d", "e"].map((id) => newClient(id, {}, 0))
-    // The model: per level a ring of eligible client ids and a cursor; a client's FIFO by seq.
+    // The model: per level a virtual time; per client and level its next turn (start) and the turn
+    // after its last one (finish); the eligible client with the smallest (start, oldest seq) goes next.
     let model: Array<Ticket> = []
-    const rings: Array<Array<ClientState>> = [[], [], [], []]
-    const cursors = [0, 0, 0, 0]
+    const now = [0, 0, 0, 0]
+    const turns = new Map<string, { start: number; finish: number }>()
+    const turn = (c: ClientState, level: number) => {
+      const key = `${c.id}/${level}`
+      if (!turns.has(key)) turns.set(key, { start: 0, finish: 0 })
+      return turns.get(key)!
+    }
     const parked = new Set<ClientState>()
     const lane = (c: ClientState, level: number) => model.filter((m) => m.client === c && rank[m.priority] === level).sort((x, y) => x.seq - y.seq)
     const join = (c: ClientState, level: number) => {
-      const ring = rings[level]!
-      // A newcomer joins at the end of the round: just before the cursor.
-      if (ring.length === 0) {
-        ring.push(c)
-        cursors[level] = 0
-      } else {
-        ring.splice(cursors[level]!, 0, c)
-        cursors[level]!++
-      }
-    }
-    const leave = (c: ClientState, level: number) => {
-      const ring = rings[level]!
-      const at = ring.indexOf(c)
-      if (at < 0) return
-      ring.splice(at, 1)
-      if (at < cursors[level]!) cursors[level]!--
-      if (cursors[level]! >= ring.length) cursors[level] = 0
+      const t = turn(c, level)
+      t.start = Math.max(now[level]!, t.finish)
     }
     const modelBest = () => {
       for (let level = 0; level < 4; level++) {
-        const ring = rings[level]!
-        if (ring.length > 0) return lane(ring[cursors[level]!]!, level)[0]
+        const ready = clients.filter((c) => !parked.has(c) && lane(c, level).length > 0)
+          .map((c) => ({ start: turn(c, level).start, head: lane(c, level)[0]! }))
+          .sort((x, y) => x.start - y.start || x.head.seq - y.head.seq)
+        if (ready.length > 0) return ready[0]!.head
       }
       return undefined
     }
@@ -99,12 +92,11 @@ describe("TicketQueue", () => {
         model.push(t)
         if (wasEmpty && !parked.has(client)) join(client, level)
       } else if (roll < 0.65) {
-        // Leaving: the client went away, or its deadline passed.
+        // Leaving: the client went away, or its deadline passed; the turn stays with the client.
         const victim = model[Math.floor(next() * model.length)]!
         expect(queue.remove(victim)).toBe(true)
         expect(queue.remove(victim)).toBe(false)
         model = model.filter((m) => m !== victim)
-        if (lane(victim.client, rank[victim.priority]).length === 0) leave(victim.client, rank[victim.priority])
       } else if (roll < 0.9) {
         const best = queue.best()
         expect(best).toBe(modelBest())
@@ -112,8 +104,10 @@ describe("TicketQueue", () => {
         const level = rank[best.priority]
         queue.remove(best, true)
         model = model.filter((m) => m !== best)
-        if (lane(best.client, level).length === 0) leave(best.client, level)
-        else cursors[level] = (cursors[level]! + 1) % rings[level]!.length
+        const t = turn(best.client, level)
+        now[level] = Math.max(now[level]!, t.start)
+        t.finish = t.start + 1
+        t.start = t.finish
       } else {
         const client = clients[Math.floor(next() * clients.length)]!
         if (parked.has(client)) {
@@ -123,7 +117,6 @@ describe("TicketQueue", () => {
         } else {
           queue.park(client, 1 + step)
           parked.add(client)
-          for (let level = 0; level < 4; level++) leave(client, level)
         }
       }
       expect(queue.size).toBe(model.length)

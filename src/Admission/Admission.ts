@@ -148,11 +148,13 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           return yield* permit(request, ticket.seq, waitedMs, true, release)
         })
 
-      // The waiter left. Still queued: it leaves the queue. Admitted meanwhile: slot and token go back.
+      // The waiter left. Still queued: it leaves the queue. Admitted meanwhile: slot and tokens go back.
       const leave = (ticket: Ticket) =>
         Effect.flatMap(queue.settle(ticket, left), (wasWaiting) => {
           const outcome = ticket.outcome
-          return wasWaiting || outcome?._tag !== "Admitted" ? Effect.void : Effect.zipRight(outcome.release, limiter.refund)
+          return wasWaiting || outcome?._tag !== "Admitted"
+            ? Effect.void
+            : Effect.all([outcome.release, limiter.refund, queue.refund(ticket.client)], { discard: true })
         })
 
       // A full share frees up no sooner than the next token, the client's own or the key's.

@@ -15,17 +15,17 @@ export const OVERFLOW = "(overflow)"
 /** The limits entry for clients not named in the table. */
 export const DEFAULT_ENTRY = "default"
 
-/** One client's FIFO at one priority level, and its links in that level's schedule. */
+/** One client's FIFO at one priority level, and its place in that level's schedule. */
 export interface Lane {
   readonly client: ClientState
   readonly level: number
   head: Ticket | undefined
   tail: Ticket | undefined
   count: number
-  /** In the level's round (fair) or its oldest-first heap (FIFO): it has requests and is not over its rate. */
-  active: boolean
-  prev: Lane | undefined
-  next: Lane | undefined
+  /** Fair: the virtual time of its head's turn, and the time after its last turn (one unit per request). */
+  start: number
+  finish: number
+  /** Its slot in the level's heap of eligible lanes (-1: empty, or its client over its rate). */
   heapIndex: number
   /** Every lane with requests at the level, eligible or not (`drop_lowest` looks there). */
   memberPrev: Lane | undefined

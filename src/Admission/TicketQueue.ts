@@ -8,32 +8,32 @@ interface Level {
   count: number
   /** Every lane with requests (a doubly linked list). */
   members: Lane | undefined
-  /** Fair: the round of eligible lanes (a ring); the cursor's lane is served next. */
-  cursor: Lane | undefined
-  /** FIFO: eligible lanes by the seq of their oldest request. */
-  readonly oldest: Heap<Lane, "heapIndex">
+  /** Fair: the virtual time, the start of the turn served last. */
+  now: number
+  /** Eligible lanes, the next to serve on top: fair, by turn (start, then seq); otherwise by seq. */
+  readonly ready: Heap<Lane, "heapIndex">
 }
 
 /**
  * The waiting requests. Per level, one FIFO per client (ordered by seq, so a retry keeps its
- * place ahead of the client's newer requests) and a schedule of the clients that may be picked:
- * fair = a round robin over them, one request per turn; otherwise the oldest request of the
- * level first (plain FIFO). A client over its own rate is parked: out of every schedule until
- * its token is due. A min-heap on deadlines spans all levels. Adding, removing, picking and
- * parking are O(1) or O(log n); nothing copies or scans the queue (`worst` scans the lowest
+ * place ahead of the client's newer requests) and a heap of the clients that may be picked.
+ * Fair (start-time fair queuing with unit cost): every client's turns are numbered in the level's
+ * virtual time, one unit per request; a client that (re)joins starts at the current virtual time,
+ * without credit for time it was away, so it is served before a backlogged client's next turn
+ * but never twice in a row ahead of it. Backlogged clients alternate round-robin. Otherwise the
+ * oldest request of the level first (plain FIFO). A client over its own rate is parked: out of
+ * the heaps until its token is due. A min-heap on deadlines spans all levels. Adding, removing,
+ * picking and parking are O(log n); nothing copies or scans the queue (`worst` scans the lowest
  * level's clients, not its requests).
  */
 export class TicketQueue {
-  private readonly levels: ReadonlyArray<Level> = priorities.map(() => ({
-    count: 0,
-    members: undefined,
-    cursor: undefined,
-    oldest: new Heap<Lane, "heapIndex">("heapIndex", (a, b) => a.head!.seq < b.head!.seq)
-  }))
+  private readonly levels: ReadonlyArray<Level>
   private readonly deadlines = new Heap<Ticket, "heapIndex">("heapIndex", earlier)
   private readonly parked = new Heap<ClientState, "parkIndex">("parkIndex", (a, b) => a.parkedUntil < b.parkedUntil)
 
-  constructor(private readonly fair = true) {}
+  constructor(private readonly fair = true) {
+    this.levels = priorities.map(() => ({ count: 0, members: undefined, now: 0, ready: new Heap<Lane, "heapIndex">("heapIndex", fair ? byTurn : byAge) }))
+  }
 
   get size(): number {
     return this.deadlines.size
@@ -51,7 +51,7 @@ export class TicketQueue {
   /** The request served next: at the best level with an eligible client, that client's oldest. */
   best(): Ticket | undefined {
     for (const level of this.levels) {
-      const lane = this.fair ? level.cursor : level.oldest.peek()
+      const lane = level.ready.peek()
       if (lane !== undefined) return lane.head
     }
     return undefined
@@ -99,7 +99,7 @@ export class TicketQueue {
     if (lane.count === 1) {
       addMember(level, lane)
       if (client.parkedUntil === 0) this.activate(level, lane)
-    } else if (!this.fair && lane.head === ticket) level.oldest.update(lane)
+    } else if (lane.head === ticket) level.ready.update(lane)
     this.deadlines.push(ticket)
   }
 
@@ -119,12 +119,16 @@ export class TicketQueue {
     lane.count--
     level.count--
     client.queued--
+    if (served && this.fair) {
+      // Its turn is taken: virtual time moves to it, the client's next turn is one unit later.
+      level.now = Math.max(level.now, lane.start)
+      lane.finish = lane.start + 1
+      lane.start = lane.finish
+    }
     if (lane.count === 0) {
       removeMember(level, lane)
-      this.deactivate(level, lane)
-    } else if (this.fair) {
-      if (served && level.cursor === lane) level.cursor = lane.next
-    } else if (wasHead) level.oldest.update(lane)
+      level.ready.remove(lane)
+    } else if (wasHead) level.ready.update(lane)
     return true
   }
 
@@ -133,7 +137,7 @@ export class TicketQueue {
     this.parked.remove(client)
     client.parkedUntil = until
     this.parked.push(client)
-    for (const lane of client.lanes) if (lane !== undefined && lane.count > 0) this.deactivate(this.levels[lane.level]!, lane)
+    for (const lane of client.lanes) if (lane !== undefined) this.levels[lane.level]!.ready.remove(lane)
   }
 
   /** Puts a parked client back at the end of the rounds it has requests in. */
@@ -155,44 +159,17 @@ export class TicketQueue {
     return all
   }
 
-  // A lane joins at the end of the round: just before the cursor.
+  // A client (re)joining starts its turns now: no credit for the time it had nothing queued.
   private activate(level: Level, lane: Lane): void {
-    if (lane.active) return
-    lane.active = true
-    if (!this.fair) return level.oldest.push(lane)
-    const cursor = level.cursor
-    if (cursor === undefined) {
-      level.cursor = lane
-      lane.prev = lane
-      lane.next = lane
-      return
-    }
-    const last = cursor.prev!
-    last.next = lane
-    lane.prev = last
-    lane.next = cursor
-    cursor.prev = lane
-  }
-
-  private deactivate(level: Level, lane: Lane): void {
-    if (!lane.active) return
-    lane.active = false
-    if (!this.fair) {
-      level.oldest.remove(lane)
-      return
-    }
-    if (lane.next === lane) level.cursor = undefined
-    else {
-      lane.prev!.next = lane.next
-      lane.next!.prev = lane.prev
-      if (level.cursor === lane) level.cursor = lane.next
-    }
-    lane.prev = undefined
-    lane.next = undefined
+    if (level.ready.has(lane)) return
+    lane.start = Math.max(level.now, lane.finish)
+    level.ready.push(lane)
   }
 }
 
 const earlier = (a: Ticket, b: Ticket): boolean => a.deadline < b.deadline || (a.deadline === b.deadline && a.seq < b.seq)
+const byAge = (a: Lane, b: Lane): boolean => a.head!.seq < b.head!.seq
+const byTurn = (a: Lane, b: Lane): boolean => a.start < b.start || (a.start === b.start && byAge(a, b))
 
 const newLane = (client: ClientState, level: number): Lane => ({
   client,
@@ -200,9 +177,8 @@ const newLane = (client: ClientState, level: number): Lane => ({
   head: undefined,
   tail: undefined,
   count: 0,
-  active: false,
-  prev: undefined,
-  next: undefined,
+  start: 0,
+  finish: 0,
   heapIndex: -1,
   memberPrev: undefined,
   memberNext: undefined
