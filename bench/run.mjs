@@ -1,4 +1,4 @@
-// Benchmark runner: node bench/run.mjs [--suite passthrough,streaming,startup,limited|all] [--targets direct,baseline,sidecar]
+// Benchmark runner: node bench/run.mjs [--suite passthrough,streaming,startup,limited,fairness|all] [--targets direct,baseline,sidecar]
 //   [--repeats N] [--seconds D] [--warmup S] [--concurrency 1,32,128] [--streams 64] [--stream-chunks 100]
 //   [--startup-runs 5] [--limited-seconds D] [--loadgen wrk|node]
 // Markdown to stdout, progress to stderr, raw + summary JSON to bench/results/<timestamp>.json.
@@ -15,7 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises"
 const benchDir = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(benchDir, "..")
 const SIDECAR_BIN = path.join(root, "bin/nvidia-sidecar.mjs")
-const ALL_SUITES = ["passthrough", "streaming", "startup", "limited"]
+const ALL_SUITES = ["passthrough", "streaming", "startup", "limited", "fairness"]
 const DEFAULT_SUITES = ["passthrough", "streaming", "startup"] // limited alone takes >= 60 s
 
 const { values: flags } = parseArgs({
@@ -383,6 +383,75 @@ async function limited() {
   }
 }
 
+// ---------- fairness suite ----------
+// One client floods 300 `normal` requests at once, five light clients each send one `normal`
+// request every 10 s (staggered), at 40 RPM (one token per 1.5 s), with SIDECAR_FAIRNESS on
+// and off. Light waits come from x-sidecar-queue-wait-ms; a request still waiting at the end
+// counts with its wait so far (fairness off: they wait behind the flood for minutes).
+const FAIRNESS = { rpm: 40, flood: 300, lightClients: 5, everyMs: 10_000, seconds: Number(process.env.BENCH_FAIRNESS_SECONDS ?? 120) }
+function fairnessPost(port, client) {
+  const sentAt = performance.now()
+  const record = { client, sentAt, waitMs: null, status: null, done: false }
+  const req = http.request({ host: "127.0.0.1", port, path: "/v1/chat/completions", method: "POST", agent: false,
+    headers: { ...HEADERS, "x-client-id": client, "x-priority": "normal", "content-length": Buffer.byteLength(CHAT) } }, (res) => {
+    record.status = res.statusCode
+    record.waitMs = Number(res.headers["x-sidecar-queue-wait-ms"] ?? performance.now() - sentAt)
+    res.resume().on("end", () => (record.done = true))
+  })
+  req.on("error", () => (record.done = true))
+  req.end(CHAT)
+  return record
+}
+async function fairnessRun(fair) {
+  const env = await startTargets(["sidecar"], {}, {
+    SIDECAR_RATE_RPM: String(FAIRNESS.rpm), SIDECAR_BUCKET_CAPACITY: "1", SIDECAR_FAIRNESS: fair ? "on" : "off",
+    SIDECAR_QUEUE_MAX: "5000", SIDECAR_QUEUE_TIMEOUT: "900", SIDECAR_TIMEOUT: "900", SIDECAR_LOW_TIMEOUT: "900"
+  })
+  try {
+    const t = env.targets.sidecar
+    if (!t) return { fairness: fair, error: env.failed.sidecar }
+    const flood = Array.from({ length: FAIRNESS.flood }, () => fairnessPost(t.port, "flood"))
+    await sleep(1000)
+    const light = []
+    const started = performance.now()
+    const timers = []
+    for (let c = 0; c < FAIRNESS.lightClients; c++) {
+      const offset = (c * FAIRNESS.everyMs) / FAIRNESS.lightClients
+      for (let at = offset; at < FAIRNESS.seconds * 1000; at += FAIRNESS.everyMs) {
+        timers.push(setTimeout(() => light.push(fairnessPost(t.port, `light-${c}`)), at))
+      }
+    }
+    await sleep(FAIRNESS.seconds * 1000 + 3000)
+    timers.forEach(clearTimeout)
+    const end = performance.now()
+    const waits = light.map((r) => (r.waitMs != null ? r.waitMs : end - r.sentAt))
+    const status = await getJson(t.port, "/status")
+    return {
+      fairness: fair, seconds: Math.round((end - started) / 1000), lightSent: light.length,
+      lightAnswered: light.filter((r) => r.status === 200).length, lightStillWaiting: light.filter((r) => r.status == null).length,
+      floodAnswered: flood.filter((r) => r.status === 200).length,
+      waitP50: pct(waits, 50), waitP95: pct(waits, 95), waitMax: sorted(waits).at(-1) ?? null,
+      busiest: status.clients?.busiest ?? null
+    }
+  } finally {
+    await env.stop()
+  }
+}
+async function fairnessSuite() {
+  return { ...FAIRNESS, runs: [await fairnessRun(true), await fairnessRun(false)] }
+}
+function fairnessMarkdown(fa) {
+  const tokenMs = 60_000 / fa.rpm
+  const L = ["", `## fairness (1 client with ${fa.flood} queued normal + ${fa.lightClients} light clients, 1 normal each every ${fa.everyMs / 1000} s, ${fa.rpm} RPM = one token per ${tokenMs / 1000} s, ${fa.seconds} s)`, "",
+    "| fairness | light sent | light 2xx | still waiting at end | light wait p50 ms | p95 ms | max ms | flood 2xx |", "|---|---|---|---|---|---|---|---|"]
+  for (const r of fa.runs) {
+    if (r.error) L.push(`| ${r.fairness ? "on" : "off"} | not run: ${r.error.split("\n")[0]} |`)
+    else L.push(`| ${r.fairness ? "on" : "off"} | ${r.lightSent} | ${r.lightAnswered} | ${r.lightStillWaiting} | ${f(r.waitP50, 0)} | ${f(r.waitP95, 0)} | ${f(r.waitMax, 0)} | ${r.floodAnswered} |`)
+  }
+  L.push("", `Target: light p95 <= 2 token intervals = ${(2 * tokenMs) / 1000} s with fairness on. Waits of requests still queued at the end are counted as their wait so far (a lower bound).`)
+  return L.join("\n")
+}
+
 // ---------- report ----------
 function markdown(results) {
   const L = []
@@ -419,6 +488,7 @@ function markdown(results) {
       for (const p of li.perPriority) L.push(`| ${p.priority} | ${p.sent} | ${p.ok} | ${Object.entries(p.statuses).map(([k, v]) => `${k}:${v}`).join(" ")} | ${f(p.waitP50, 0)} | ${f(p.waitP95, 0)} | ${p.waitSource} |`)
     }
   }
+  if (results.suites.fairness) L.push(fairnessMarkdown(results.suites.fairness))
   if (results.budget.length) {
     L.push("", "## budget (SPEC §11)", "", "| check | budget | measured | ok |", "|---|---|---|---|")
     for (const b of results.budget) L.push(`| ${b.check} | ${b.budget} | ${b.measured} | ${b.ok == null ? "–" : b.ok ? "yes" : "**no**"} |`)
@@ -450,6 +520,8 @@ function budget(s) {
     const slack = Math.ceil((li.rpm / 60) * 0.2)
     add(`limited path: max in ${li.window.seconds} s window (arrival times)`, `<= ${li.window.allowed} (+${slack} skew)`, li.window.maxCount, li.window.maxCount <= li.window.allowed + slack)
   }
+  const fairOn = s.fairness?.runs?.find((r) => r.fairness && !r.error)
+  if (fairOn) add("fairness: light clients' wait p95 (fairness on)", `<= ${(2 * 60) / s.fairness.rpm} s`, fairOn.waitP95 / 1000, fairOn.waitP95 <= (2 * 60_000) / s.fairness.rpm, " s")
   const up = s.startup?.summary?.find((x) => x.target === "sidecar")?.ms.median
   if (up != null) add("start-up to listening", "<= 500 ms", up, up <= 500, " ms")
   return out
@@ -463,7 +535,7 @@ async function main() {
   }
   const results = { meta, failed: {}, suites: {}, budget: [] }
   if (o.targets.includes("sidecar") && !fs.existsSync(SIDECAR_BIN)) log(`${path.relative(root, SIDECAR_BIN)} does not exist yet`)
-  const mainSuites = o.suites.filter((x) => x !== "limited")
+  const mainSuites = o.suites.filter((x) => x !== "limited" && x !== "fairness")
   if (mainSuites.length) {
     // The mock's MOCK_CHUNKS only affects stream:true requests, so one mock serves every main suite.
     const env = await startTargets(o.targets, { MOCK_CHUNKS: String(o.streamChunks), MOCK_CHUNK_MS: "5" })
@@ -481,6 +553,7 @@ async function main() {
     results.suites.limited = await limited()
     if (results.suites.limited.error) results.failed.sidecar = results.suites.limited.error
   }
+  if (o.suites.includes("fairness")) results.suites.fairness = await fairnessSuite()
   meta.psiEnd = psi()
   results.budget = budget(results.suites)
   const md = markdown(results)

@@ -97,6 +97,19 @@ describe("admin API", () => {
     expect(isLoopback(undefined)).toBe(false)
   })
 
+  it("reads and replaces the per-client limits with the token; a bad member is named", async () => {
+    const auth = { authorization: `Bearer ${token}` } // reads need the token too
+    expect((await post(secured.url, { clients: { a: { rpm: 5 } } })).status).toBe(401)
+    const ok = await post(secured.url, { clients: { default: { max_queued: 3 }, a: { rpm: 5, max_priority: "high" } } }, auth)
+    expect(ok.status).toBe(200)
+    expect(ok.body.clients).toEqual({ default: { max_queued: 3 }, a: { rpm: 5, max_priority: "high" } })
+    expect((await get(secured.url, "/api/admin/config", auth)).body.clients).toEqual({ default: { max_queued: 3 }, a: { rpm: 5, max_priority: "high" } })
+    const bad = await post(secured.url, { clients: { a: { max_queued: -1 } } }, auth)
+    expect(bad.status).toBe(400)
+    expect(bad.body.error?.message).toBe("Invalid value for clients: a.max_queued: expected an integer >= 0, got -1")
+    expect((await post(secured.url, { clients: {} }, auth)).body.clients).toEqual({})
+  })
+
   it("validates patches and names the bad field", async () => {
     const auth = { "content-type": "application/json", authorization: `Bearer ${token}` }
     for (const [patch, field] of [
@@ -104,7 +117,8 @@ describe("admin API", () => {
       [{ bucket_capacity: 1.5 }, "bucket_capacity"],
       [{ queue_full_policy: "sometimes" }, "queue_full_policy"],
       [{ low_priority_timeout: "2" }, "low_priority_timeout"],
-      [{ rate_limit: 5 }, "rate_limit"]
+      [{ rate_limit: 5 }, "rate_limit"],
+      [{ clients: { a: { rpm: 0 } } }, "clients"]
     ] as const) {
       const res = await post(secured.url, patch, auth)
       expect(res.status, field).toBe(400)

@@ -15,13 +15,13 @@ const refusal = (json: unknown) => Either.match(decode(json), { onLeft: patchPro
 describe("HotPatch (admin API)", () => {
   it("has exactly the hot settings, by their admin names", () => {
     expect([...hotNames].sort()).toEqual([
-      "bucket_capacity", "fallback_enabled_passthrough", "low_priority_timeout", "queue_full_policy", "queue_max_size", "rate_rpm"
+      "bucket_capacity", "clients", "fallback_enabled_passthrough", "low_priority_timeout", "queue_full_policy", "queue_max_size", "rate_rpm"
     ])
     expect(Object.keys(HotPatch.fields).sort()).toEqual([...hotNames].sort())
   })
 
   it("accepts each hot setting and refuses every other setting by any of its names", () => {
-    const valid = { rate_rpm: 60, bucket_capacity: 5, queue_max_size: 0, queue_full_policy: "drop_lowest", fallback_enabled_passthrough: false, low_priority_timeout: 0.5 }
+    const valid = { rate_rpm: 60, bucket_capacity: 5, queue_max_size: 0, queue_full_policy: "drop_lowest", fallback_enabled_passthrough: false, low_priority_timeout: 0.5, clients: { a: { rpm: 5 } } }
     for (const [name, value] of Object.entries(valid)) expect(Either.isRight(decode({ [name]: value })), name).toBe(true)
     expect(Either.isRight(decode(valid))).toBe(true)
     for (const name of settingNames.filter((n) => table[n].hot === undefined)) {

@@ -149,6 +149,7 @@ describe("SidecarConfig", () => {
     SIDECAR_MAX_INFLIGHT: "many", SIDECAR_MAX_RETRIES: "-1",
     SIDECAR_QUEUE_MAX: "1e400", SIDECAR_QUEUE_FULL_POLICY: "yolo", SIDECAR_FALLBACK_PASSTHROUGH: "2",
     SIDECAR_LOW_TIMEOUT: "0", SIDECAR_QUEUE_TIMEOUT: "Infinity", SIDECAR_FAIRNESS: "true", SIDECAR_MAX_CLIENTS: "1.5",
+    SIDECAR_CLIENTS: "42",
     SIDECAR_TIMEOUT: "NaN", SIDECAR_HEADERS_TIMEOUT: "-2", SIDECAR_BODY_TIMEOUT: "soon", SIDECAR_MAX_HEADERS: "0",
     SIDECAR_MAX_BODY_BYTES: "10MB", SIDECAR_DRAIN_TIMEOUT: "0", SIDECAR_LOG_LEVEL: "verbose", SIDECAR_ADMIN_TOKEN: "tab\there"
   }
@@ -250,6 +251,24 @@ describe("CLI", () => {
     expect(error.message).toContain("SIDECAR_RATE_RPM: expected a number > 0, got \"fast\"")
     const missing = await Effect.runPromise(Effect.flip(readConfigFile(join(dir, "absent.yaml"))))
     expect(missing.message).toContain("absent.yaml")
+  })
+
+  it("reads the clients: mapping from YAML and names a bad member by its path", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sidecar-config-"))
+    const good = join(dir, "clients.yaml")
+    writeFileSync(good, "rate_rpm: 40\nclients:\n  default: { max_queued: 20 }\n  agent-7: { rpm: 10, max_queued: 50, max_priority: normal }\n")
+    const config = await Effect.runPromise(Effect.provide(SidecarConfig, configLayer(good, {})))
+    expect(config.clients).toEqual({ default: { max_queued: 20 }, "agent-7": { rpm: 10, max_queued: 50, max_priority: "normal" } })
+
+    const bad = join(dir, "bad-clients.yaml")
+    writeFileSync(bad, "clients:\n  agent-7: { rpm: -1 }\n")
+    const error = await Effect.runPromise(Effect.flip(Effect.provide(SidecarConfig, configLayer(bad, {}))))
+    expect(error.problems).toEqual(["SIDECAR_CLIENTS: agent-7.rpm: expected a number > 0, got -1"])
+    expect(await problems({ SIDECAR_CLIENTS: "{\"a\":{\"burst\":3}}" })).toEqual(["SIDECAR_CLIENTS: a.burst: not a known member (rpm, max_queued, max_priority)"])
+    expect(await problems({ SIDECAR_CLIENTS: "{\"a b\":{}}" })).toEqual(["SIDECAR_CLIENTS: a b: not a client id (1-64 letters, digits or ._:@/+-)"])
+    expect(await problems({ SIDECAR_CLIENTS: "{\"a\":{\"max_priority\":\"top\"}}" })).toEqual([
+      "SIDECAR_CLIENTS: a.max_priority: expected one of urgent, high, normal, low, got \"top\""
+    ])
   })
 
   it("suggests the closest name for an unknown YAML key, in the key's own style, and still refuses it", async () => {

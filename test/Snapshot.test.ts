@@ -62,8 +62,9 @@ describe("Snapshot", () => {
       const inflight = Context.get(services, Inflight)
       const metrics = Context.get(services, Metrics)
       for (let i = 0; i < 7; i++) yield* metrics.requestCompleted("normal", 200)
-      for (const [seq, priority] of [[1, "high"], [2, "normal"], [3, "normal"]] as const) {
-        yield* queue.offer(makeTicket({ seq, priority, model: undefined, enqueuedAt: 0, deadline: 600_000, span: undefined }))
+      for (const [seq, priority, id] of [[1, "high", "a"], [2, "normal", "b"], [3, "normal", "b"]] as const) {
+        const client = yield* queue.client(id)
+        yield* queue.offer(makeTicket({ seq, priority, client, model: undefined, enqueuedAt: 0, deadline: 600_000, span: undefined }))
       }
       yield* inflight.tryAcquire
       yield* inflight.tryAcquire
@@ -73,6 +74,10 @@ describe("Snapshot", () => {
       const s = yield* snapshot.current
       assert.deepStrictEqual(s.requests, { total: 7, by_status: { "200": 7 }, errors: 0, rate_limited: 0, current_rpm: 7 })
       assert.deepStrictEqual(s.queue.by_priority, { urgent: 0, high: 1, normal: 2, low: 0 })
+      assert.deepStrictEqual(s.clients, {
+        tracked: 2,
+        busiest: [{ id: "b", queued: 2, admitted_per_minute: 0 }, { id: "a", queued: 1, admitted_per_minute: 0 }]
+      })
       assert.strictEqual(s.queue.size, 3)
       assert.deepStrictEqual(s.token_bucket, { tokens: 40, capacity: 40, rate_rpm: 30 })
       assert.deepStrictEqual(s.retreat, { state: "retreat", effective_rpm: 30, base_rpm: 40, rate_429: 1 })

@@ -1,5 +1,6 @@
 import { Clock, Context, Duration, Effect, FiberRef, Layer, LogLevel, Option } from "effect"
 import { RateLimited, type AdmissionError } from "../Common/Errors.js"
+import { rank, type Priority } from "../Common/Priority.js"
 import { retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
@@ -8,6 +9,7 @@ import { concurrencySignal } from "./Laws/ConcurrencyCap.js"
 import type { AdmissionRequest, Permit, UpstreamOutcome, Verdict } from "./Permit.js"
 import { PriorityQueue } from "./PriorityQueue.js"
 import { RateLimiter } from "./RateLimiter.js"
+import type { ClientState } from "./ClientTable.js"
 import { makeTicket, type Ticket, type TicketOutcome } from "./Ticket.js"
 
 /**
@@ -33,12 +35,21 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
 
       // DEBUG shows every decision; the level is fixed at start-up, so INFO pays nothing for it.
       const debug = LogLevel.lessThanEqual(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
-      const decided = (request: AdmissionRequest, decision: string, fields: Record<string, unknown>) =>
+      const decided = (request: Claimed, decision: string, fields: Record<string, unknown>) =>
         debug
-          ? Effect.logDebug({ msg: "admission", decision, priority: request.priority, model: request.model ?? null, attempt: request.retry?.attempt ?? 0, ...fields })
+          ? Effect.logDebug({
+            msg: "admission",
+            decision,
+            client: request.client.id,
+            priority: request.priority,
+            ...(request.priority === request.claimed ? {} : { claimed: request.claimed }),
+            model: request.model ?? null,
+            attempt: request.retry?.attempt ?? 0,
+            ...fields
+          })
           : Effect.void
 
-      const permit = (request: AdmissionRequest, seq: number, waitedMs: number, bypassed: boolean, release: Effect.Effect<void>) =>
+      const permit = (request: Claimed, seq: number, waitedMs: number, bypassed: boolean, release: Effect.Effect<void>) =>
         Effect.gen(function*() {
           const attempt = request.retry?.attempt ?? 0
           yield* decided(request, waitedMs === 0 && !bypassed ? "immediate" : bypassed ? "bypassed_full_queue" : "dequeued", { seq, waited_ms: waitedMs })
@@ -48,13 +59,14 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           const sentAt = yield* limiter.dispatched
           const finish = (outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
             Effect.zipLeft(judge(request, seq, attempt, sentAt, outcome), release)
-          return { seq, attempt, waitedMs, bypassed, limits, mustConsult, finish } satisfies Permit
+          return { seq, attempt, waitedMs, bypassed, limits, priority: request.priority, clientId: request.client.id, mustConsult, finish } satisfies Permit
         })
 
-      const judge = (request: AdmissionRequest, seq: number, attempt: number, sentAt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
+      const judge = (request: Claimed, seq: number, attempt: number, sentAt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
         Effect.gen(function*() {
           if (outcome._tag === "NotSent") {
             yield* limiter.refund(sentAt)
+            yield* queue.refund(request.client)
             return deliver
           }
           // No answer: the call stays counted, the safe side.
@@ -80,7 +92,8 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           }
           if (attempt < config.maxRetries) {
             const arrivedAt = request.retry?.arrivedAt ?? (yield* Clock.currentTimeMillis)
-            return { _tag: "Retry", next: { ...request, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
+            const next: AdmissionRequest = { priority: request.claimed, model: request.model, clientId: request.clientId, span: request.span }
+            return { _tag: "Retry", next: { ...next, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
           }
           // The sidecar already retried: a client's own retries would only multiply the calls.
           const headers = retryAfterHeaders(yield* limiter.retryAfterMs)
@@ -88,31 +101,36 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
         })
 
       // An idle queue, a free slot and a token at hand admit at once: no ticket, no dispatcher.
-      const admitNow = (request: AdmissionRequest) =>
+      const admitNow = (request: Claimed) =>
         Effect.gen(function*() {
-          if (!(yield* queue.idle)) return undefined
+          if (!(yield* queue.idle(request.client))) return undefined
           const release = yield* inflight.tryAcquire
           if (release === undefined) return undefined
           if (!(yield* limiter.tryTake)) {
             yield* release
             return undefined
           }
+          yield* queue.charge(request.client)
           return yield* permit(request, request.retry?.seq ?? ++lastSeq, 0, false, release)
         })
 
-      const waitInQueue = (request: AdmissionRequest) =>
+      const waitInQueue = (request: Claimed) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
             const now = yield* Clock.currentTimeMillis
             const ticket = makeTicket({
               seq: request.retry?.seq ?? ++lastSeq,
               priority: request.priority,
+              client: request.client,
               model: request.model,
               enqueuedAt: now,
               deadline: (request.retry?.arrivedAt ?? now) + queueTimeoutMs,
               span: request.span
             })
-            const placement = yield* queue.offer(ticket).pipe(Effect.tapError((error) => decided(request, "refused", { reason: error._tag })))
+            const placement = yield* queue.offer(ticket).pipe(
+              Effect.tapError((error) => decided(request, "refused", { reason: error._tag === "RateLimited" ? error.reason : error._tag })),
+              Effect.catchTag("RateLimited", (error) => Effect.flatMap(clientRetryAfterMs(request.client), (retryAfterMs) => new RateLimited({ reason: error.reason, retryAfterMs })))
+            )
             if (debug) yield* decided(request, placement, { seq: ticket.seq, depth: (yield* queue.snapshot).size })
             if (placement === "bypass") return yield* restore(bypass(request, ticket))
             const outcome = yield* restore(awaitTicket(ticket)).pipe(Effect.onInterrupt(() => leave(ticket)))
@@ -128,7 +146,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
         )
 
       // Skips a full queue, not the limits: it still needs a slot and a token before its deadline.
-      const bypass = (request: AdmissionRequest, ticket: Ticket) =>
+      const bypass = (request: Claimed, ticket: Ticket) =>
         Effect.gen(function*() {
           yield* queue.countBypass
           yield* metrics.fallbackPassthrough
@@ -141,33 +159,58 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
             Effect.onError(() => release)
           )
           const waitedMs = (yield* Clock.currentTimeMillis) - ticket.enqueuedAt
+          yield* queue.charge(request.client)
           return yield* permit(request, ticket.seq, waitedMs, true, release)
         })
 
-      // The waiter left. Still queued: it leaves the queue. Admitted meanwhile: slot and token go back.
+      // The waiter left. Still queued: it leaves the queue. Admitted meanwhile: slot and tokens go back.
       const leave = (ticket: Ticket) =>
         Effect.flatMap(queue.settle(ticket, left), (wasWaiting) => {
           const outcome = ticket.outcome
-          return wasWaiting || outcome?._tag !== "Admitted" ? Effect.void : Effect.zipRight(outcome.release, limiter.refund())
+          return wasWaiting || outcome?._tag !== "Admitted"
+            ? Effect.void
+            : Effect.all([outcome.release, limiter.refund(), queue.refund(ticket.client)], { discard: true })
         })
 
-      const admit = (request: AdmissionRequest) =>
+      // A full share frees up no sooner than the next token, the client's own or the key's.
+      const clientRetryAfterMs = (client: ClientState) =>
+        Effect.zipWith(limiter.retryAfterMs, queue.clientWaitMs(client), Math.max)
+
+      // The client is named, and its priority capped by its max_priority, before anything else.
+      const claim = (request: AdmissionRequest) =>
+        Effect.map(queue.client(request.clientId ?? UNIDENTIFIED), (client): Claimed => {
+          const cap = client.limits.max_priority
+          const priority = cap !== undefined && rank[request.priority] < rank[cap] ? cap : request.priority
+          return { ...request, priority, claimed: request.priority, client }
+        })
+
+      const admit = (request: Claimed) =>
         Effect.flatMap(admitNow(request), (now) => (now !== undefined ? Effect.succeed(now) : waitInQueue(request)))
 
       return Admission.of({
         // A model at its learned in-flight limit waits for room first, holding nothing else.
         acquire: (request) =>
-          Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(restore(modelSlots.enter(request.model)), (leaveModel) =>
-              restore(admit(request)).pipe(
-                Effect.onError(() => leaveModel),
-                Effect.map((p): Permit => ({ ...p, finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel) }))
-              ))
-          )
+          Effect.flatMap(claim(request), (claimed) =>
+            Effect.uninterruptibleMask((restore) =>
+              Effect.flatMap(restore(modelSlots.enter(claimed.model)), (leaveModel) =>
+                restore(admit(claimed)).pipe(
+                  Effect.onError(() => leaveModel),
+                  Effect.map((p): Permit => ({ ...p, finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel) }))
+                ))
+            ))
       })
     })
   )
 }
+
+/** A request with its client resolved; `priority` is what it is served at, `claimed` what it asked for. */
+interface Claimed extends AdmissionRequest {
+  readonly claimed: Priority
+  readonly client: ClientState
+}
+
+/** The client of a request that names none (tests, internal callers). */
+const UNIDENTIFIED = "(unidentified)"
 
 const deliver: Verdict = { _tag: "Deliver", headers: {} }
 const left: TicketOutcome = { _tag: "Left" }

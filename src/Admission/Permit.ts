@@ -6,6 +6,11 @@ import type { LimiterSnapshot } from "./RateLimiter.js"
 export interface AdmissionRequest {
   readonly priority: Priority
   readonly model: string | undefined
+  /**
+   * Who is asking (ClientIdentity): requests of one level are served round-robin across clients,
+   * and a client's own limits apply. Unset: one shared anonymous client.
+   */
+  readonly clientId?: string | undefined
   /** The span the queue and token waits are charged to. */
   readonly span?: Tracer.AnySpan | undefined
   /** Set on a retry: it keeps its place ahead of newer requests, and its total wait is bounded. */
@@ -28,6 +33,10 @@ export interface Permit {
   readonly waitedMs: number
   /** The queue was full and the policy let the request skip it (it still took a token). */
   readonly bypassed: boolean
+  /** The priority it was served at: the claimed one, lowered to its client's max_priority. */
+  readonly priority: Priority
+  /** The client it was counted against (the overflow client once SIDECAR_MAX_CLIENTS are tracked). */
+  readonly clientId: string
   /** Bucket state at admission, for the rate-limit response headers. */
   readonly limits: LimiterSnapshot
   /**

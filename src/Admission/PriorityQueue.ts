@@ -2,6 +2,7 @@ import { Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Ref } from "
 import { Evicted, InvalidPatch, QueueFull, RateLimited, ShuttingDown } from "../Common/Errors.js"
 import { rank, type Priority } from "../Common/Priority.js"
 import { SidecarConfig, type QueueFullPolicy } from "../Config/SidecarConfig.js"
+import { ClientTable, type ClientLimitsTable, type ClientState, type ClientStats } from "./ClientTable.js"
 import type { Ticket, TicketOutcome } from "./Ticket.js"
 import { TicketQueue } from "./TicketQueue.js"
 
@@ -21,6 +22,13 @@ export interface QueueSnapshot extends QueueSettings {
   readonly bypassed: number
 }
 
+export interface ClientsSnapshot {
+  /** Distinct clients tracked (at most SIDECAR_MAX_CLIENTS; the overflow client not counted). */
+  readonly tracked: number
+  /** Top 10 by queued requests. */
+  readonly busiest: ReadonlyArray<ClientStats>
+}
+
 /** Where a newcomer went: into the queue, or past a full one (`passthrough`). */
 export type Placement = "queued" | "bypass"
 
@@ -30,12 +38,23 @@ export type Placement = "queued" | "bypass"
  * deadlines are swept by one fiber, not a timer per ticket.
  */
 export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<PriorityQueue, {
-  /** Places a newcomer per the full-queue policy; `drop_lowest` settles its victim as Evicted. */
-  readonly offer: (ticket: Ticket) => Effect.Effect<Placement, QueueFull | ShuttingDown>
+  /** The state of the client named `id` (tracked, or the shared overflow client). */
+  readonly client: (id: string) => Effect.Effect<ClientState>
+  /**
+   * Places a newcomer per the full-queue policy; `drop_lowest` settles its victim as Evicted.
+   * A client whose `max_queued` share is full gets RateLimited (`client_queue_full`, no Retry-After yet).
+   */
+  readonly offer: (ticket: Ticket) => Effect.Effect<Placement, QueueFull | ShuttingDown | RateLimited>
+  /** Counts an admission that skipped the queue against its client's own rate. */
+  readonly charge: (client: ClientState) => Effect.Effect<void>
+  /** Gives the client's own token back (the call never happened). */
+  readonly refund: (client: ClientState) => Effect.Effect<void>
+  /** Millis until the client's own rate lets it be picked (0: now). */
+  readonly clientWaitMs: (client: ClientState) => Effect.Effect<number>
   /** Removes `ticket` and hands its waiter `outcome`; false when it was settled already. */
   readonly settle: (ticket: Ticket, outcome: TicketOutcome) => Effect.Effect<boolean>
-  /** Open and nobody waiting: a newcomer would be first in line. */
-  readonly idle: Effect.Effect<boolean>
+  /** Open, nobody waiting, and `client` within its own rate: its newcomer would be first in line. */
+  readonly idle: (client: ClientState) => Effect.Effect<boolean>
   /** Waits until a request is waiting; returns the best one without removing it. */
   readonly head: Effect.Effect<Ticket>
   /** Completes once `ticket` is no longer the best waiting request. */
@@ -47,13 +66,19 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
   readonly countBypass: Effect.Effect<void>
   /** O(1): counters only, no copy of the queue. */
   readonly snapshot: Effect.Effect<QueueSnapshot>
+  /** O(clients), never O(queue). */
+  readonly clients: Effect.Effect<ClientsSnapshot>
+  readonly clientLimits: Effect.Effect<ClientLimitsTable>
+  /** Replaces every client's limits; clients over a new rate are parked, those under it freed. */
+  readonly configureClients: (table: ClientLimitsTable) => Effect.Effect<void>
 }>() {
   static readonly layer = Layer.scoped(
     PriorityQueue,
     Effect.gen(function*() {
       const config = yield* SidecarConfig
       const clock = yield* Effect.clock
-      const queue = new TicketQueue()
+      const queue = new TicketQueue(config.fairness)
+      const clients = new ClientTable(config.maxClients, config.clients, clock.unsafeCurrentTimeMillis())
       let closed = false
       const settings = yield* Ref.make<QueueSettings>({ max: config.queueMax, policy: config.queueFullPolicy, lowTimeout: config.lowTimeout })
       const counters = { enqueued: 0, dequeued: 0, dropped: 0, timedOut: 0, bypassed: 0 }
@@ -61,19 +86,39 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
       const headMoved = new Signal()
       const deadlineMoved = new Signal()
 
+      // Parks a client whose own token is not due yet, frees one whose token is.
+      const pace = (client: ClientState, due: number) => {
+        if (due > 0) {
+          queue.park(client, due)
+          deadlineMoved.fire()
+        } else queue.unpark(client)
+      }
+
       const settleNow = (ticket: Ticket, outcome: TicketOutcome): boolean => {
         if (ticket.outcome !== undefined) return false
         ticket.outcome = outcome
-        const wasBest = queue.best() === ticket
-        if (queue.remove(ticket) && wasBest) headMoved.fire()
+        const before = queue.best()
+        const admitted = outcome._tag === "Admitted"
+        if (queue.remove(ticket, admitted) && admitted) pace(ticket.client, clients.charge(ticket.client, clock.unsafeCurrentTimeMillis()))
+        if (queue.best() !== before) headMoved.fire()
         ticket.resume?.(outcome)
         return true
       }
 
-      const offer = (ticket: Ticket): Effect.Effect<Placement, QueueFull | ShuttingDown> =>
+      // Each client change that can move the head goes through here.
+      const reshuffle = (f: () => void) =>
+        Effect.sync(() => {
+          const before = queue.best()
+          f()
+          if (queue.best() !== before) headMoved.fire()
+        })
+
+      const offer = (ticket: Ticket): Effect.Effect<Placement, QueueFull | ShuttingDown | RateLimited> =>
         Effect.flatMap(Ref.get(settings), (s) =>
-          Effect.suspend((): Effect.Effect<Placement, QueueFull | ShuttingDown> => {
+          Effect.suspend((): Effect.Effect<Placement, QueueFull | ShuttingDown | RateLimited> => {
             if (closed) return Effect.fail(new ShuttingDown())
+            const share = ticket.client.limits.max_queued
+            if (share !== undefined && ticket.client.queued >= share) return Effect.fail(clientQueueFull)
             if (queue.size >= s.max) {
               if (s.policy === "passthrough") return Effect.succeed("bypass" as const)
               const victim = s.policy === "drop_lowest" ? queue.worst() : undefined
@@ -83,9 +128,10 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
               settleNow(victim, { _tag: "Refused", error: evicted })
               counters.dropped++
             }
+            const before = queue.best()
             queue.add(ticket)
             counters.enqueued++
-            if (queue.best() === ticket) headMoved.fire()
+            if (queue.best() !== before) headMoved.fire()
             if (queue.earliestDeadline() === ticket) deadlineMoved.fire()
             return Effect.succeed("queued" as const)
           }))
@@ -105,24 +151,33 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
       const headChanged = (ticket: Ticket): Effect.Effect<void> =>
         Effect.suspend(() => (queue.best() === ticket ? Effect.zipRight(headMoved.wait, headChanged(ticket)) : Effect.void))
 
-      // Expired requests get 429; the waiter adds the Retry-After it can compute.
+      // Expired requests get 429 (the waiter adds the Retry-After it can compute); clients whose
+      // own token is due rejoin the rounds.
       const sweep = Effect.suspend(() => {
         const now = clock.unsafeCurrentTimeMillis()
         for (let t = queue.earliestDeadline(); t !== undefined && t.deadline <= now; t = queue.earliestDeadline()) {
           settleNow(t, { _tag: "Refused", error: queueTimeout })
           counters.timedOut++
         }
-        const first = queue.earliestDeadline()
-        return first === undefined
+        const before = queue.best()
+        for (let c = queue.nextWake(); c !== undefined && c.parkedUntil <= now; c = queue.nextWake()) pace(c, clients.dueAt(c, now))
+        if (queue.best() !== before) headMoved.fire()
+        const next = Math.min(queue.earliestDeadline()?.deadline ?? Infinity, queue.nextWake()?.parkedUntil ?? Infinity)
+        return next === Infinity
           ? deadlineMoved.wait
-          : Effect.timeoutOption(deadlineMoved.wait, Duration.millis(first.deadline - now))
+          : Effect.timeoutOption(deadlineMoved.wait, Duration.millis(next - now))
       })
       yield* sweep.pipe(Effect.forever, Effect.forkScoped)
 
+      const now = () => clock.unsafeCurrentTimeMillis()
       return PriorityQueue.of({
+        client: (id) => Effect.sync(() => clients.resolve(id, now())),
         offer,
+        charge: (client) => reshuffle(() => pace(client, clients.charge(client, now()))),
+        refund: (client) => reshuffle(() => pace(client, clients.refund(client, now()))),
+        clientWaitMs: (client) => Effect.sync(() => Math.max(0, clients.dueAt(client, now()) - now())),
         settle,
-        idle: Effect.sync(() => !closed && queue.size === 0),
+        idle: (client) => Effect.sync(() => !closed && queue.size === 0 && client.parkedUntil === 0),
         head,
         headChanged,
         close: Effect.sync(() => {
@@ -140,7 +195,17 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
               : Ref.update(settings, (s) => ({ ...s, ...change }))
           ),
         countBypass: Effect.sync(() => void counters.bypassed++),
-        snapshot: Effect.map(Ref.get(settings), (s) => ({ ...s, ...counters, size: queue.size, byPriority: queue.byPriority() }))
+        snapshot: Effect.map(Ref.get(settings), (s) => ({ ...s, ...counters, size: queue.size, byPriority: queue.byPriority() })),
+        clients: Effect.sync(() => ({ tracked: clients.tracked, busiest: clients.busiest(10, now()) })),
+        clientLimits: Effect.sync(() => clients.limits),
+        configureClients: (table) =>
+          reshuffle(() => {
+            const at = now()
+            for (const client of clients.configure(table, at)) {
+              const due = clients.dueAt(client, at)
+              if (due > 0 || client.parkedUntil > 0) pace(client, due)
+            }
+          })
       })
     })
   )
@@ -148,6 +213,7 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
 
 const evicted = new Evicted()
 const queueTimeout = new RateLimited({ reason: "queue_timeout", retryAfterMs: 0 })
+const clientQueueFull = new RateLimited({ reason: "client_queue_full", retryAfterMs: 0 })
 const shuttingDown = new ShuttingDown()
 
 /** A wake-up for whoever waits now; each `fire` releases the current waiters and arms a new one. */

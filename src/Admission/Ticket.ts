@@ -1,14 +1,17 @@
 import type { Effect, Tracer } from "effect"
 import type { AdmissionError } from "../Common/Errors.js"
 import type { Priority } from "../Common/Priority.js"
+import type { ClientState } from "./ClientTable.js"
 
 /**
- * One waiting request. Plain mutable data: the queue links it into its level and its deadline
+ * One waiting request. Plain mutable data: the queue links it into its client's FIFO and its deadline
  * heap, and whoever settles it first (dispatcher, sweeper, eviction, shutdown, the waiter leaving) decides its outcome.
  */
 export interface Ticket {
   readonly seq: number
   readonly priority: Priority
+  /** Whose request it is: its place in the round of its level, its share of the client's limits. */
+  readonly client: ClientState
   readonly model: string | undefined
   readonly enqueuedAt: number
   /** Absolute time after which the request is answered 429 (queue timeout). */
@@ -19,7 +22,7 @@ export interface Ticket {
   resume: ((outcome: TicketOutcome) => void) | undefined
   /** Decided once, by whoever settles the ticket first. */
   outcome: TicketOutcome | undefined
-  // Links: the FIFO of its level, and its slot in the deadline heap (-1 = not in it).
+  // Links: its client's FIFO at its level, and its slot in the deadline heap (-1 = not in it).
   prev: Ticket | undefined
   next: Ticket | undefined
   heapIndex: number
@@ -31,7 +34,7 @@ export type TicketOutcome =
   | { readonly _tag: "Refused"; readonly error: AdmissionError }
   | { readonly _tag: "Left" }
 
-export const makeTicket = (fields: Pick<Ticket, "seq" | "priority" | "model" | "enqueuedAt" | "deadline" | "span">): Ticket => ({
+export const makeTicket = (fields: Pick<Ticket, "seq" | "priority" | "client" | "model" | "enqueuedAt" | "deadline" | "span">): Ticket => ({
   ...fields,
   resume: undefined,
   outcome: undefined,

@@ -61,7 +61,8 @@ const adminForbidden = {
 const rateLimitedMessage = {
   queue_timeout: "Request waited too long in the sidecar queue",
   low_priority_timeout: "Low-priority request found no free token in time",
-  token_timeout: "No rate-limit token became available in time"
+  token_timeout: "No rate-limit token became available in time",
+  client_queue_full: "This client already has its maximum number of queued requests"
 } as const
 
 /** Parses a `Retry-After` (seconds or HTTP date) into millis from `now`. */

@@ -44,7 +44,7 @@ export class UpstreamTimeout extends Schema.TaggedError<UpstreamTimeout>()("Upst
 
 /** Our own 429: the request could not be admitted in time, or upstream kept throttling. */
 export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
-  reason: Schema.Literal("queue_timeout", "low_priority_timeout", "token_timeout"),
+  reason: Schema.Literal("queue_timeout", "low_priority_timeout", "token_timeout", "client_queue_full"),
   retryAfterMs: Schema.Number
 }) {}
 

@@ -58,7 +58,7 @@ export interface ConfigFile {
   readonly problems: ReadonlyArray<string>
 }
 
-/** Settings from a YAML mapping of scalars, keyed by env name or short form. */
+/** Settings from a YAML mapping of scalars (and the `clients:` mapping), keyed by env name or short form. */
 export const readConfigFile = (path: string): Effect.Effect<ConfigFile, ConfigInvalid> =>
   Effect.try({
     try: () => parseYaml(readFileSync(path, "utf8")) as unknown,
@@ -75,7 +75,11 @@ export const readConfigFile = (path: string): Effect.Effect<ConfigFile, ConfigIn
         const name = settingForKey(key)
         if (name === undefined) problems.push(unknownKey(path, key))
         else if (name in values) problems.push(`${path}: "${key}" sets ${name} a second time`)
-        else if (typeof value === "object" && value !== null) problems.push(`${name}: expected a scalar value`)
+        else if (typeof value === "object" && value !== null) {
+          // A structured setting (clients:) is read as the JSON its environment variable holds.
+          if (table[name].schema.structured === true) values[name] = JSON.stringify(value)
+          else problems.push(`${name}: expected a scalar value`)
+        }
         else if (value !== null) values[name] = String(value)
       }
       return Effect.succeed({ values, problems })

@@ -46,5 +46,9 @@ function same(a: unknown, b: unknown): boolean {
   if (Option.isOption(a) && Option.isOption(b)) {
     return Option.isNone(a) ? Option.isNone(b) : Option.isSome(b) && same(a.value, b.value)
   }
+  // The clients table: plain data, compared by content.
+  if (isPlainObject(a) && isPlainObject(b)) return JSON.stringify(a) === JSON.stringify(b)
   return Equal.equals(a, b)
 }
+
+const isPlainObject = (u: unknown): u is object => typeof u === "object" && u !== null && Object.getPrototypeOf(u) === Object.prototype

@@ -1,4 +1,5 @@
 import { ParseResult, Schema } from "effect"
+import { structuredProblem } from "./SettingCodecs.js"
 import { closest, settingNames, type settings, table, type SettingName } from "./Settings.js"
 import type { SidecarConfigShape } from "./SidecarConfig.js"
 
@@ -44,6 +45,11 @@ export const hotChanges = (patch: HotPatch): HotChanges => {
 export const patchProblem = (error: ParseResult.ParseError): { readonly field: string; readonly reason: string } => {
   const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
   const field = String(issue?.path[0] ?? "body")
+  const setting = hotSettings.find((name) => table[name].hot === field)
+  // Inside a structured setting (clients), the reason names the member: `alice.rpm: expected ...`.
+  if (setting !== undefined && table[setting].schema.structured === true && (issue?.path.length ?? 0) > 1) {
+    return { field, reason: structuredProblem(error, table[setting].schema.expected, 1) }
+  }
   if (issue?._tag !== "Unexpected") return { field, reason: issue?.message ?? "invalid" }
   const suggestion = closest(field, hotNames)
   return {

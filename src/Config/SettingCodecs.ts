@@ -1,4 +1,5 @@
 import { Duration, LogLevel, ParseResult, Redacted, Schema } from "effect"
+import { priorities } from "../Common/Priority.js"
 
 /**
  * How one setting is read: text (an environment variable or a YAML scalar) is parsed to a plain
@@ -11,6 +12,8 @@ export interface Codec<A, J> {
   readonly expected: string
   /** A closed set of values, listed in --help, .env.example and the README. */
   readonly choices?: ReadonlyArray<string>
+  /** JSON text in the environment, a mapping in YAML; messages name the bad member's path. */
+  readonly structured?: true
 }
 
 /** A value as shown in a message: quoted, credentials in URLs masked, long text cut. */
@@ -173,4 +176,48 @@ function isOrigin(s: string): boolean {
   const url = urlWith(s, ["http:", "https:"])
   return url !== undefined && url.username === "" && url.password === "" && url.pathname === "/" && url.search === "" &&
     url.hash === "" && !/^https?:\/\/[^/]+\/./i.test(s) && !s.endsWith("?") && !s.endsWith("#")
+}
+
+/** A member's schema whose every failure reads `expected <expected>, got <value>`. */
+const member = <A, I>(schema: Schema.Schema<A, I>, expected: string) =>
+  schema.annotations({ message: (issue) => ({ message: `expected ${expected}, got ${show(issue.actual)}`, override: true }) })
+
+/** What X-Client-Id accepts, and so what a `clients:` key may be (besides `default`). */
+export const clientIdPattern = /^[A-Za-z0-9._:@/+-]{1,64}$/
+
+const ClientLimitsEntry = Schema.Struct({
+  rpm: Schema.optionalWith(member(numberWhere((n) => Number.isFinite(n) && n > 0), "a number > 0"), { exact: true }),
+  max_queued: Schema.optionalWith(member(numberWhere((n) => Number.isSafeInteger(n) && n >= 0), "an integer >= 0"), { exact: true }),
+  max_priority: Schema.optionalWith(member(Schema.Literal(...priorities), `one of ${priorities.join(", ")}`), { exact: true })
+}).annotations({
+  parseOptions: { onExcessProperty: "error" },
+  message: (issue) => ({ message: `expected a mapping of rpm, max_queued, max_priority, got ${show(issue.actual)}`, override: false })
+})
+
+const ClientLimitsRecord = Schema.Record({
+  key: stringWhere((s) => clientIdPattern.test(s)),
+  value: ClientLimitsEntry
+}).annotations({
+  parseOptions: { onExcessProperty: "error" },
+  message: (issue) => ({ message: `expected a mapping of client ids to {rpm, max_queued, max_priority}, got ${show(issue.actual)}`, override: false })
+})
+
+/** Per-client limits: `{<client id>: {rpm, max_queued, max_priority}}`; `default` for everyone else. */
+export const clientLimits: Codec<typeof ClientLimitsRecord.Type, unknown> = {
+  text: Schema.parseJson().annotations({ message: () => ({ message: "expected JSON text: a mapping of client ids to {rpm, max_queued, max_priority}", override: true }) }),
+  value: Schema.compose(Schema.Unknown, ClientLimitsRecord, { strict: false }),
+  expected: "a mapping of client ids to {rpm, max_queued, max_priority}",
+  structured: true
+}
+
+/** `alice.rpm: expected a number > 0, got -1`: the first problem of a structured value, by its path. */
+export const structuredProblem = (error: ParseResult.ParseError, expected: string, skip = 0): string => {
+  const first = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+  if (first === undefined) return `expected ${expected}`
+  const issue = { ...first, path: first.path.slice(skip) }
+  const path = issue.path.length === 0 ? "" : `${issue.path.join(".")}: `
+  if (issue._tag !== "Unexpected") return `${path}${issue.message}`
+  return issue.path.length <= 1
+    ? `${path}not a client id (1-64 letters, digits or ._:@/+-)`
+    : `${path}not a known member (rpm, max_queued, max_priority)`
 }

@@ -36,6 +36,7 @@ interface Codec {
   readonly value: Schema.Schema.AnyNoContext
   readonly expected: string
   readonly choices?: ReadonlyArray<string>
+  readonly structured?: true
 }
 
 // The order is the order of --help, .env.example and the README.
@@ -134,6 +135,15 @@ export const settings = {
   SIDECAR_MAX_CLIENTS: {
     field: "maxClients", yaml: "max_clients", group: "queue", default: "1000", schema: C.positiveInt,
     doc: "most clients tracked at once for fairness and per-client limits"
+  },
+  SIDECAR_CLIENTS: {
+    field: "clients", yaml: "clients", group: "queue", default: "{}", schema: C.clientLimits, hot: "clients",
+    doc: "per-client limits as JSON (a mapping in YAML): {id: {rpm, max_queued, max_priority}}; `default` for unnamed clients",
+    note: [
+      "rpm: the client's own rate (its requests over it wait; burst one minute's worth);",
+      "max_queued: its queued requests at most (429 with Retry-After beyond); max_priority: the highest",
+      "X-Priority it may claim (a higher claim is lowered). Unnamed clients without a default: unlimited."
+    ]
   },
   SIDECAR_TIMEOUT: {
     field: "timeout", yaml: "timeout", group: "requests", default: "300", schema: C.seconds,

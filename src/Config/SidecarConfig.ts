@@ -1,6 +1,6 @@
-import { Context, Duration, Effect, Either, Layer, type LogLevel, Option, Redacted, Schema, type Types } from "effect"
+import { Context, Duration, Effect, Either, Layer, type LogLevel, Option, type ParseResult, Redacted, Schema, type Types } from "effect"
 import { ConfigInvalid } from "./ConfigInvalid.js"
-import { maskUserinfo, show } from "./SettingCodecs.js"
+import { maskUserinfo, show, structuredProblem } from "./SettingCodecs.js"
 import { closest, settingNames, type settings, table, type SettingName } from "./Settings.js"
 
 export { QueueFullPolicy } from "./Settings.js"
@@ -75,9 +75,11 @@ export const unknownVariables = (env: Readonly<Record<string, string | undefined
 
 const textSchemas = new Map(settingNames.map((name) => [name, Schema.compose(table[name].schema.text, table[name].schema.value)]))
 
-/** One `NAME: expected ..., got ...` line per bad setting; a secret's value is never shown. */
-function problem(name: SettingName, text: string): string {
+/** One `NAME: expected ..., got ...` line per bad setting (`NAME: path.to.member: expected ...` for a
+ * structured one); a secret's value is never shown. */
+function problem(name: SettingName, text: string, error: ParseResult.ParseError): string {
   const setting = table[name]
+  if (setting.schema.structured === true) return `${name}: ${structuredProblem(error, setting.schema.expected)}`
   return setting.secret === true
     ? `${name}: expected ${setting.schema.expected} (the value is secret and not shown)`
     : `${name}: expected ${setting.schema.expected}, got ${show(text)}`
@@ -102,7 +104,7 @@ function decodeSettings(
     const decoded = Schema.decodeEither(textSchemas.get(name)!)(text)
     if (Either.isRight(decoded)) values.set(name, decoded.right)
     // A value borrowed from another setting (defaultFrom) is reported there.
-    else if (given(name) !== undefined || table[name].default !== undefined) problems.push(problem(name, text))
+    else if (given(name) !== undefined || table[name].default !== undefined) problems.push(problem(name, text, decoded.left))
   }
   if (problems.length > 0) return Either.left(problems)
 

@@ -12,7 +12,7 @@ import { maskUserinfo } from "../Config/SettingCodecs.js"
 import { Reconfigure } from "./Reconfigure.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 
-/** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits. */
+/** `GET/POST /api/admin/config`: read (key masked) and hot-change the limits, the per-client ones included. */
 export const makeAdmin = Effect.gen(function*() {
   const config = yield* SidecarConfig
   const bucket = yield* RateLimiter
@@ -29,6 +29,7 @@ export const makeAdmin = Effect.gen(function*() {
       queue_full_policy: q.policy,
       fallback_enabled_passthrough: q.policy === "passthrough",
       low_priority_timeout: Duration.toSeconds(q.lowTimeout),
+      clients: yield* queue.clientLimits,
       upstream: maskUserinfo(config.upstream),
       passthrough_upstream: Option.getOrNull(Option.map(config.passthroughUpstream, maskUserinfo)),
       api_key: Option.match(config.apiKey, { onNone: () => null, onSome: mask }),
@@ -120,7 +121,7 @@ function mask(key: Redacted.Redacted): string {
 function diff(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, string> {
   const changes: Record<string, string> = {}
   for (const key of Object.keys(after)) {
-    if (before[key] !== after[key]) changes[key] = `${JSON.stringify(before[key])} -> ${JSON.stringify(after[key])}`
+    if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) changes[key] = `${JSON.stringify(before[key])} -> ${JSON.stringify(after[key])}`
   }
   return changes
 }

@@ -15,17 +15,18 @@ export class Reconfigure extends Context.Tag("sidecar/Reconfigure")<Reconfigure,
       const limiter = yield* RateLimiter
       return Reconfigure.of({
         apply: (change) =>
-          Effect.zipRight(
+          Effect.all([
             queue.configure({
               ...(change.queueMax === undefined ? {} : { max: change.queueMax }),
               ...(change.queueFullPolicy === undefined ? {} : { policy: change.queueFullPolicy }),
               ...(change.lowTimeout === undefined ? {} : { lowTimeout: change.lowTimeout })
             }),
+            change.clients === undefined ? Effect.void : queue.configureClients(change.clients),
             limiter.configure({
               ...(change.rateRpm === undefined ? {} : { rateRpm: change.rateRpm }),
               ...(change.bucketCapacity === undefined ? {} : { capacity: change.bucketCapacity })
             })
-          )
+          ], { discard: true })
       })
     })
   )

@@ -2,6 +2,7 @@ import { Clock, Context, Effect, Layer, Schedule, Stream } from "effect"
 import { Inflight, ModelSlots } from "../Admission/Inflight.js"
 import { PriorityQueue } from "../Admission/PriorityQueue.js"
 import { RateLimiter } from "../Admission/RateLimiter.js"
+import type { ClientStats } from "../Admission/ClientTable.js"
 import type { Priority } from "../Common/Priority.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { version } from "../Version.js"
@@ -29,6 +30,8 @@ export interface StateSnapshot {
     readonly timed_out: number
     readonly bypassed: number
   }
+  /** The busiest clients (top 10 by queued requests) and how many are tracked; never per-client metrics. */
+  readonly clients: { readonly tracked: number; readonly busiest: ReadonlyArray<ClientStats> }
   readonly token_bucket: { readonly tokens: number; readonly capacity: number; readonly rate_rpm: number }
   readonly retreat: { readonly state: string; readonly effective_rpm: number; readonly base_rpm: number; readonly rate_429: number }
   /** The rate law and what it learned: the quota, and in-flight limits of models whose workers were full. */
@@ -64,6 +67,7 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
         const q = yield* queue.snapshot
         const b = yield* bucket.snapshot
         const r = yield* metrics.requestCounts
+        const c = yield* queue.clients
         return {
           timestamp: now,
           version,
@@ -80,6 +84,7 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
             timed_out: q.timedOut,
             bypassed: q.bypassed
           },
+          clients: { tracked: c.tracked, busiest: c.busiest },
           token_bucket: { tokens: round2(b.tokens), capacity: b.capacity, rate_rpm: round2(b.effectiveRpm) },
           retreat: { state: b.mode, effective_rpm: round2(b.effectiveRpm), base_rpm: b.baseRpm, rate_429: round2(b.rate429) },
           control: {

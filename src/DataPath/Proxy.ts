@@ -12,6 +12,7 @@ import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { parseJsonBody, readBody, readSmall } from "./Body.js"
 import * as Bridge from "./Bridge.js"
+import { clientIdOf } from "./ClientIdentity.js"
 import { requestHeaders } from "./Headers.js"
 import { ModelCatalog } from "./ModelCatalog.js"
 import { replaceModel } from "./ModelRewrite.js"
@@ -114,7 +115,7 @@ export const makeProxy = Effect.gen(function*() {
       headers: { ...requestHeaders(req.headers), "x-request-id": trail.requestId },
       body: sentBody
     }
-    if (routed.limited) return limited(res, request, trail, signal)
+    if (routed.limited) return limited(res, request, trail, signal, clientIdOf(req.headers, req.socket.remoteAddress))
     const sent = await send(request, signal, trail)
     if (Either.isLeft(sent)) return Either.left(sent.left)
     trail.piped = await pipeUpstream(res, sent.right, {}, now, secretFor(request))
@@ -122,8 +123,8 @@ export const makeProxy = Effect.gen(function*() {
   }
 
   // Admission's verdicts, followed: call when admitted, retry or deliver a consulted answer.
-  const limited = async (res: ServerResponse, request: UpstreamRequest, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
-    let next: AdmissionRequest = { priority: trail.priority, model: trail.model }
+  const limited = async (res: ServerResponse, request: UpstreamRequest, trail: Trail, signal: AbortSignal, clientId: string): Promise<Outcome> => {
+    let next: AdmissionRequest = { priority: trail.priority, model: trail.model, clientId }
     for (;;) {
       const queueSpan = startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } })
       const acquired = await bridge.run(admission.acquire({ ...next, span: queueSpan ?? trail.span }), signal)
@@ -340,7 +341,7 @@ const limitHeaders = (permit: Permit, trail: Trail): Record<string, string> => {
     "x-ratelimit-remaining-requests": String(Math.floor(b.tokens)),
     "x-ratelimit-reset-requests": `${((b.nextTokenInMs + b.pausedForMs) / 1000).toFixed(3)}s`,
     "x-sidecar-queue-wait-ms": String(Math.round(trail.queueMs)),
-    "x-sidecar-priority": trail.priority,
+    "x-sidecar-priority": permit.priority,
     "x-sidecar-upstream-retries": String(trail.retries)
   }
 }

@@ -20,13 +20,16 @@ export interface Admitted {
   readonly waitedMs: number
   readonly seq: number
   readonly bypassed: boolean
+  /** Served at (after its client's max_priority), and counted against. */
+  readonly priority: Priority
+  readonly clientId: string
   /** Frees the slot (a call that got no answer: no bucket feedback); runs once however often. */
   readonly release: Effect.Effect<void>
 }
 
 /** The scheduler as the tests drive it: admit by priority (and seq for a retry), plus the queue's and slots' state. */
 export class Scheduler extends Context.Tag("test/Scheduler")<Scheduler, {
-  readonly admit: (priority: Priority, seq?: number) => Effect.Effect<Admitted, AdmissionError>
+  readonly admit: (priority: Priority, seq?: number, clientId?: string) => Effect.Effect<Admitted, AdmissionError>
   readonly queue: PriorityQueue["Type"]
   readonly used: Effect.Effect<number>
 }>() {}
@@ -38,9 +41,9 @@ const schedulerProbe = Layer.effect(
     const queue = yield* PriorityQueue
     const inflight = yield* Inflight
     return {
-      admit: (priority, seq) =>
+      admit: (priority, seq, clientId) =>
         Effect.map(
-          admission.acquire({ priority, model: undefined, retry: seq === undefined ? undefined : { seq, attempt: 1, arrivedAt: 0 } }),
+          admission.acquire({ priority, model: undefined, clientId, retry: seq === undefined ? undefined : { seq, attempt: 1, arrivedAt: 0 } }),
           (permit) => ({ ...permit, release: Effect.asVoid(permit.finish({ _tag: "Failed" })) })
         ),
       queue,
