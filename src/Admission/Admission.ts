@@ -79,7 +79,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
             if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
           }
           if (attempt < config.maxRetries) {
-            const arrivedAt = request.retry?.arrivedAt ?? (yield* Clock.currentTimeMillis)
+            const arrivedAt = firstArrival(request, yield* Clock.currentTimeMillis)
             return { _tag: "Retry", next: { ...request, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
           }
           // The sidecar already retried: a client's own retries would only multiply the calls.
@@ -109,7 +109,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
               priority: request.priority,
               model: request.model,
               enqueuedAt: now,
-              deadline: (request.retry?.arrivedAt ?? now) + queueTimeoutMs,
+              deadline: firstArrival(request, now) + queueTimeoutMs,
               span: request.span
             })
             const placement = yield* queue.offer(ticket).pipe(Effect.tapError((error) => decided(request, "refused", { reason: error._tag })))
@@ -156,13 +156,24 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
 
       return Admission.of({
         // A model at its learned in-flight limit waits for room first, holding nothing else.
+        // The queue timeout bounds the whole wait from the first arrival: model room, queue, retries.
         acquire: (request) =>
           Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(restore(modelSlots.enter(request.model)), (leaveModel) =>
-              restore(admit(request)).pipe(
+            Effect.gen(function*() {
+              const now = yield* Clock.currentTimeMillis
+              const stamped: AdmissionRequest = request.retry === undefined && request.arrivedAt === undefined ? { ...request, arrivedAt: now } : request
+              const left = Duration.millis(Math.max(0, firstArrival(stamped, now) + queueTimeoutMs - now))
+              const leaveModel = yield* restore(modelSlots.enter(stamped.model)).pipe(
+                Effect.timeoutFail({ duration: left, onTimeout: () => modelTimeout }),
+                Effect.catchTag("RateLimited", (e) =>
+                  Effect.flatMap(limiter.retryAfterMs, (retryAfterMs) =>
+                    Effect.zipRight(decided(stamped, "refused", { reason: "model_inflight_limit" }), new RateLimited({ reason: e.reason, retryAfterMs }))))
+              )
+              return yield* restore(admit(stamped)).pipe(
                 Effect.onError(() => leaveModel),
                 Effect.map((p): Permit => ({ ...p, finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel) }))
-              ))
+              )
+            })
           )
       })
     })
@@ -170,6 +181,9 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
 }
 
 const deliver: Verdict = { _tag: "Deliver", headers: {} }
+const modelTimeout = new RateLimited({ reason: "queue_timeout", retryAfterMs: 0 })
+/** When the request (its first attempt, for a retry) reached admission. */
+const firstArrival = (request: AdmissionRequest, now: number) => request.retry?.arrivedAt ?? request.arrivedAt ?? now
 const left: TicketOutcome = { _tag: "Left" }
 const mustConsult = (status: number) => status === 429
 
