@@ -1,6 +1,6 @@
-// Benchmark runner: node bench/run.mjs [--suite passthrough,streaming,startup,limited,fairness|all] [--targets direct,baseline,sidecar]
+// Benchmark runner: node bench/run.mjs [--suite passthrough,streaming,startup,limited,fairness,law|all] [--targets direct,baseline,sidecar]
 //   [--repeats N] [--seconds D] [--warmup S] [--concurrency 1,32,128] [--streams 64] [--stream-chunks 100]
-//   [--startup-runs 5] [--limited-seconds D] [--loadgen wrk|node]
+//   [--startup-runs 5] [--limited-seconds D] [--law-seconds D] [--law-control learning|adr009] [--loadgen wrk|node]
 // Markdown to stdout, progress to stderr, raw + summary JSON to bench/results/<timestamp>.json.
 import { spawn, execFileSync } from "node:child_process"
 import fs from "node:fs"
@@ -8,15 +8,15 @@ import http from "node:http"
 import net from "node:net"
 import os from "node:os"
 import path from "node:path"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
 import { setTimeout as sleep } from "node:timers/promises"
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(benchDir, "..")
 const SIDECAR_BIN = path.join(root, "bin/nvidia-sidecar.mjs")
-const ALL_SUITES = ["passthrough", "streaming", "startup", "limited", "fairness"]
-const DEFAULT_SUITES = ["passthrough", "streaming", "startup"] // limited alone takes >= 60 s
+const ALL_SUITES = ["passthrough", "streaming", "startup", "limited", "fairness", "law"]
+const DEFAULT_SUITES = ["passthrough", "streaming", "startup"] // limited alone takes >= 60 s, law 5 minutes
 
 const { values: flags } = parseArgs({
   options: {
@@ -30,6 +30,8 @@ const { values: flags } = parseArgs({
     "stream-chunks": { type: "string", default: "100" },
     "startup-runs": { type: "string", default: "5" },
     "limited-seconds": { type: "string", default: process.env.BENCH_LIMITED_SECONDS ?? "60" },
+    "law-seconds": { type: "string", default: process.env.BENCH_LAW_SECONDS ?? "300" },
+    "law-control": { type: "string", default: "learning" },
     loadgen: { type: "string" },
     help: { type: "boolean", short: "h" }
   }
@@ -44,7 +46,7 @@ const o = {
   repeats: Number(flags.repeats), seconds: Number(flags.seconds), warmup: Number(flags.warmup),
   concurrency: flags.concurrency.split(",").map(Number), streams: Number(flags.streams),
   streamChunks: Number(flags["stream-chunks"]), startupRuns: Number(flags["startup-runs"]),
-  limitedSeconds: Number(flags["limited-seconds"])
+  limitedSeconds: Number(flags["limited-seconds"]), lawSeconds: Number(flags["law-seconds"]), lawControl: flags["law-control"]
 }
 for (const s of o.suites) if (!ALL_SUITES.includes(s)) throw new Error(`unknown suite ${s}`)
 for (const t of o.targets) if (!["direct", "baseline", "sidecar", "sidecar-pt"].includes(t)) throw new Error(`unknown target ${t}`)
@@ -452,10 +454,25 @@ function fairnessMarkdown(fa) {
   return L.join("\n")
 }
 
+// The simulator checked against the real process (issue 10): sim/RealTime.ts, bundled like `npm run sim`.
+// Scenario 1a in real time: 30 RPM sliding-window quota without Retry-After, sidecar at 60 RPM, 90 RPM offered.
+async function law() {
+  const { build } = await import("esbuild")
+  const outfile = path.join(root, "dist", "law-check.mjs")
+  await build({ entryPoints: [path.join(root, "sim", "RealTime.ts")], bundle: true, platform: "node", target: "node20", format: "esm", outfile, packages: "external", logLevel: "warning" })
+  const { realTimeCheck, gaps, checkTable } = await import(pathToFileURL(outfile).href)
+  // After the simulator's 2-minute warm-up when the run is long enough.
+  const lastSeconds = o.lawSeconds >= 240 ? o.lawSeconds - 120 : Math.round(o.lawSeconds / 3)
+  log(`law: ${o.lawSeconds} s of scenario 1a against the real sidecar (${o.lawControl}), then the simulator`)
+  const r = await realTimeCheck({ seconds: o.lawSeconds, lastSeconds, root, law: o.lawControl, log: (line) => log(`law: ${line}`) })
+  const g = gaps(r)
+  return { ...r, gaps: g, agree: Object.values(g).every((x) => x <= 0.1), table: checkTable(r) }
+}
+
 // ---------- report ----------
 function markdown(results) {
   const L = []
-  const { passthrough: pt, streaming: st, startup: su, limited: li } = results.suites
+  const { passthrough: pt, streaming: st, startup: su, limited: li, law: lw } = results.suites
   L.push(`# nvidia-sidecar bench — ${results.meta.date}`, "",
     `node ${results.meta.node}, ${results.meta.cpus} CPUs, loadgen ${results.meta.loadgen}, CPU PSI some avg10 ${results.meta.psiStart} → ${results.meta.psiEnd}, load ${results.meta.loadavg}` +
     (Object.keys(results.failed).length ? `\n\n**Not runnable:** ${Object.entries(results.failed).map(([k, v]) => `${k}: ${v.split("\n")[0]}`).join("; ")}` : ""))
@@ -489,6 +506,7 @@ function markdown(results) {
     }
   }
   if (results.suites.fairness) L.push(fairnessMarkdown(results.suites.fairness))
+  if (lw) L.push("", "## law (the simulator checked against the real process)", "", lw.error ? `not run: ${lw.error.split("\n")[0]}` : lw.table)
   if (results.budget.length) {
     L.push("", "## budget (SPEC §11)", "", "| check | budget | measured | ok |", "|---|---|---|---|")
     for (const b of results.budget) L.push(`| ${b.check} | ${b.budget} | ${b.measured} | ${b.ok == null ? "–" : b.ok ? "yes" : "**no**"} |`)
@@ -535,7 +553,7 @@ async function main() {
   }
   const results = { meta, failed: {}, suites: {}, budget: [] }
   if (o.targets.includes("sidecar") && !fs.existsSync(SIDECAR_BIN)) log(`${path.relative(root, SIDECAR_BIN)} does not exist yet`)
-  const mainSuites = o.suites.filter((x) => x !== "limited" && x !== "fairness")
+  const mainSuites = o.suites.filter((x) => x !== "limited" && x !== "fairness" && x !== "law")
   if (mainSuites.length) {
     // The mock's MOCK_CHUNKS only affects stream:true requests, so one mock serves every main suite.
     const env = await startTargets(o.targets, { MOCK_CHUNKS: String(o.streamChunks), MOCK_CHUNK_MS: "5" })
@@ -554,6 +572,15 @@ async function main() {
     if (results.suites.limited.error) results.failed.sidecar = results.suites.limited.error
   }
   if (o.suites.includes("fairness")) results.suites.fairness = await fairnessSuite()
+  if (o.suites.includes("law")) {
+    try {
+      results.suites.law = await law()
+      if (!results.suites.law.agree || results.suites.law.real.client429 > 0) results.failed.law = "the real process and the simulator disagree, or clients saw 429s"
+    } catch (e) {
+      results.suites.law = { error: String(e?.stack ?? e) }
+      results.failed.law = results.suites.law.error
+    }
+  }
   meta.psiEnd = psi()
   results.budget = budget(results.suites)
   const md = markdown(results)

@@ -1,4 +1,5 @@
-// `npm run sim`: bundle the simulator (sim/ + the laws under src/) and run it on simulated time.
+// `npm run sim`: bundle the simulator (sim/ + the admission code under src/; packages stay
+// external) and run it on simulated time.
 import { build } from "esbuild"
 
 await build({
@@ -8,6 +9,7 @@ await build({
   target: "node20",
   format: "esm",
   outfile: "dist/sim.mjs",
+  packages: "external",
   logLevel: "warning"
 })
 await import(new URL("../dist/sim.mjs", import.meta.url).href)

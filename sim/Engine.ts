@@ -1,4 +1,5 @@
-import { type ControlLaw, type MakeControlLaw, stepMs } from "../src/Admission/ControlLaw.js"
+import { type ControlLaw, type ControlLawName, stepMs } from "../src/Admission/ControlLaw.js"
+import { laws } from "../src/Admission/ControlLaws.js"
 import { concurrencySignal, ModelConcurrency } from "../src/Admission/Laws/ConcurrencyCap.js"
 import { type Arrival, type Priority, priorities } from "./Clients.js"
 import { Events } from "./Events.js"
@@ -15,7 +16,8 @@ import { type Answer, netDelayMs, netJitterMs, type Upstream } from "./Upstream.
  * the real Effect admission code on TestClock; scenarios, upstream, clients and report stay.
  */
 export interface LimiterConfig {
-  readonly makeLaw: MakeControlLaw
+  /** SIDECAR_RATE_CONTROL. */
+  readonly law: ControlLawName
   readonly baseRpm: number
   readonly bucketCapacity: number
   readonly maxRetries: number
@@ -54,7 +56,7 @@ export const run: Engine = (limiter, input) => {
   const ev = new Events()
   const { epoch } = input
   ev.now = epoch
-  const law: ControlLaw = limiter.makeLaw(limiter.baseRpm, epoch)
+  const law: ControlLaw = laws[limiter.law](limiter.baseRpm, epoch)
   const caps = new ModelConcurrency(limiter.maxInflight)
   const queues = new Map<Priority, LevelQueue<Req>>(priorities.map((p) => [p, new LevelQueue<Req>()]))
   const requests: Array<Req> = []

@@ -187,3 +187,27 @@ function figures(s: Scenario, m: Metrics): string {
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`
 const round = (x: number) => (Number.isInteger(x) ? String(x) : x.toFixed(1))
 const wait = (w: { p50: number; p95: number } | undefined) => (w === undefined ? "—" : `${w.p50.toFixed(0)}/${w.p95.toFixed(0)}`)
+
+/** Real engine next to the pure one, same scenario, law and seed: the headline figures, real / pure. */
+export const comparison = (pairs: ReadonlyArray<readonly [Row, Row]>): string => {
+  const head = ["scenario", "law", "efficiency real / pure", "429 share", "upstream 429s", "client 429s", "timeouts", "scenario figures real / pure", "targets real / pure"]
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`]
+  const met = (r: Row) => {
+    const failed = r.scenario.targets.filter((t) => !t.met(r.m)).length
+    return r.scenario.targets.length === 0 ? "—" : failed === 0 ? "all met" : `${failed} missed`
+  }
+  for (const [real, pure] of pairs) {
+    const s = real.scenario
+    lines.push(`| ${[
+      s.id, real.law,
+      `${real.m.efficiency.toFixed(3)} / ${pure.m.efficiency.toFixed(3)}`,
+      `${pct(real.m.share429)} / ${pct(pure.m.share429)}`,
+      `${real.m.upstream429} / ${pure.m.upstream429}`,
+      `${real.m.relayed429} / ${pure.m.relayed429}`,
+      `${real.m.timeouts} / ${pure.m.timeouts}`,
+      `${figures(s, real.m)} / ${figures(s, pure.m)}`,
+      `${met(real)} / ${met(pure)}`
+    ].join(" | ")} |`)
+  }
+  return lines.join("\n")
+}

@@ -183,7 +183,7 @@ describe("dashboard endpoints", () => {
     const frames = text.split("\n\n").filter((f) => f.startsWith("data: "))
     const snapshot = JSON.parse(frames[0]!.slice(6)) as { queue: { by_priority: Record<string, number> }; retreat: { state: string }; token_bucket: { capacity: number } }
     expect(Object.keys(snapshot.queue.by_priority)).toEqual(["urgent", "high", "normal", "low"])
-    expect(snapshot.retreat.state).toBe("open")
+    expect(snapshot.retreat.state).toBe("open") // the learning law (default) before any 429
     expect(snapshot.token_bucket.capacity).toBe(40)
     expect(elapsed).toBeGreaterThan(1500)
     expect(elapsed).toBeLessThan(3500)

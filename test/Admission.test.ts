@@ -91,6 +91,19 @@ describe("permit.finish", () => {
       assert.strictEqual(yield* (yield* Inflight).used, 0)
     }).pipe(Effect.provide(schedulerWith(slow))))
 
+  it.effect("stamps a retry with the first attempt's arrival, not with the time of its 429", () =>
+    Effect.gen(function*() {
+      yield* acquire() // spends the one token
+      const second = yield* Effect.fork(acquire()) // arrives at 0, admitted at 20 s
+      yield* TestClock.setTime(20_000)
+      const permit = yield* Fiber.join(second)
+      assert.strictEqual(permit.waitedMs, 20_000)
+      yield* TestClock.setTime(25_000)
+      const verdict = yield* permit.finish(answered(429))
+      if (verdict._tag !== "Retry") return assert.fail("expected a retry")
+      assert.strictEqual(verdict.next.retry?.arrivedAt, 0, "the queue timeout counts from the arrival")
+    }).pipe(Effect.provide(schedulerWith(slow))))
+
   it.effect("bounds a retry's wait by its first arrival, not by the retry", () =>
     Effect.gen(function*() {
       yield* acquire() // empties the bucket
@@ -130,6 +143,26 @@ describe("a concurrency cap is not a rate cap", () => {
       assert.isTrue(yield* isDone(third))
       yield* other.finish(answered(200))
     }).pipe(Effect.provide(schedulerWith(many))))
+
+  it.effect("bounds the wait for a model at its in-flight limit by the queue timeout", () =>
+    Effect.gen(function*() {
+      const model = "meta/llama"
+      const held = [yield* acquire({ ...request, model }), yield* acquire({ ...request, model }), yield* acquire({ ...request, model })]
+      yield* held[2]!.finish({ _tag: "Answered", status: 429, retryAfter: undefined, body: capBody })
+      yield* TestClock.setTime(1_000)
+      const waiting = yield* Effect.fork(Effect.flip(acquire({ ...request, model })))
+      yield* TestClock.setTime(60_999)
+      assert.isFalse(yield* isDone(waiting), "still within the queue timeout")
+      yield* TestClock.setTime(61_000)
+      assert.isTrue(yield* isDone(waiting), "the model never had room: refused at the queue timeout")
+      const error = yield* Fiber.join(waiting)
+      assert.strictEqual(error._tag, "RateLimited")
+      if (error._tag === "RateLimited") assert.strictEqual(error.reason, "queue_timeout")
+      // Nothing was left behind: room frees as before.
+      yield* held[0]!.finish(answered(200))
+      const next = yield* acquire({ ...request, model })
+      yield* next.finish(answered(200))
+    }).pipe(Effect.provide(schedulerWith({ ...many, queueTimeout: Duration.seconds(60) }))))
 
   it.effect("still cuts for a plain 429 without the cap body", () =>
     Effect.gen(function*() {

@@ -53,7 +53,18 @@ describe.skipIf(!existsSync(executablePath))("dashboard in a real browser", () =
     expect(await page.$eval("#queue-bar-low", (el) => getComputedStyle(el).transitionDuration)).toBe("0.3s")
     await Promise.all(burst)
     await page.waitForFunction(() => Number(document.querySelector("#total-requests")?.textContent?.replace(/\D/g, "")) >= 30, undefined, { timeout: 5000 })
-    expect(await page.textContent("#retreat-state")).toContain("open")
+    // The control law, its state, the learned quota and per-model in-flight limits (/status control).
+    expect(await page.textContent("#retreat-state")).toBe("open")
+    expect(await page.textContent("#control-label")).toBe("Control · learning")
+    expect(await page.textContent("#ctl-quota")).toBe("not learned")
+    expect(await page.textContent("#ctl-limits")).toBe("none learned")
+    upstream.handler = (req, res) =>
+      req.json?.model === "nvidia/capped"
+        ? json(res, 429, { error: "Worker local total request limit reached (3/3)" })
+        : void setTimeout(() => json(res, 200, { ok: true }), 20)
+    await request(`${sidecar.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{\"model\":\"nvidia/capped\"}" }).then((r) => r.body.text())
+    // One call in flight when its workers were full: the limit is 1 (never above our own count less the refused call).
+    await page.waitForFunction(() => /capped: 1$/.test(document.querySelector("#ctl-limits")?.textContent ?? ""), undefined, { timeout: 5000 })
 
     // The config form applies a new rate (loopback write, no token configured).
     await page.fill("#cfg-rate_rpm", "90")

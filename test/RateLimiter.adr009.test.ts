@@ -1,7 +1,7 @@
 // ADR-009 (SIDECAR_RATE_CONTROL=adr009) through RateLimiter.record and the bucket's evaluation
 // fiber, which runs at t = 0, 5 s, 10 s, ... under the TestClock. The pure law: test/Adr009.test.ts.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Effect, Fiber, Option, TestClock } from "effect"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { bucketWith } from "./support/schedulerLayer.js"
 
@@ -23,6 +23,25 @@ const state = Effect.map(RateLimiter, (b) => b.snapshot).pipe(
 )
 
 describe("ADR-009 through RateLimiter", () => {
+  it.effect("wakes a waiting take when the rate rises within a mode", () =>
+    Effect.gen(function*() {
+      const bucket = yield* RateLimiter
+      yield* TestClock.setTime(1_000)
+      yield* recordMany(0, 100)
+      // Retreat to the 5 rpm floor; recovery from 180 s climbs 2 rpm per step, all in "recover".
+      yield* TestClock.setTime(185_000)
+      assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 9 })
+      yield* bucket.take // the one token (capacity 1)
+      const waiting = yield* Effect.fork(bucket.take) // at 9 rpm: due at 191.667 s
+      yield* TestClock.setTime(190_000)
+      assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 11 })
+      // 0.75 token earned by 190 s at 9 rpm, the rest at 11 rpm: due at 191.364 s.
+      yield* TestClock.setTime(191_363)
+      assert.isTrue(Option.isNone(yield* Fiber.poll(waiting)))
+      yield* TestClock.setTime(191_364)
+      assert.isTrue(Option.isSome(yield* Fiber.poll(waiting)), "the waiter saw the new rate")
+    }).pipe(Effect.provide(bucketWith({ rateRpm: 40, bucketCapacity: 1, rateControl: "adr009" }))))
+
   it.effect("enters retreat at the next evaluation step after 5 % 429s", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(1_000)

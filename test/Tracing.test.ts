@@ -59,7 +59,7 @@ describe("tracing", () => {
       "gen_ai.request.model": "nvidia/deepseek-ai/r1",
       "sidecar.priority": "high",
       "http.response.status_code": 200,
-      "sidecar.retreat_state": "open",
+      "sidecar.retreat_state": "open", // the learning law (default) before any 429
       "sidecar.upstream_retries": 0
     })
     expect(call.attributes).toMatchObject({

@@ -91,7 +91,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
             if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
           }
           if (attempt < config.maxRetries) {
-            const arrivedAt = request.retry?.arrivedAt ?? (yield* Clock.currentTimeMillis)
+            const arrivedAt = firstArrival(request, yield* Clock.currentTimeMillis)
             const next: AdmissionRequest = { priority: request.claimed, model: request.model, clientId: request.clientId, span: request.span }
             return { _tag: "Retry", next: { ...next, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
           }
@@ -124,7 +124,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
               client: request.client,
               model: request.model,
               enqueuedAt: now,
-              deadline: (request.retry?.arrivedAt ?? now) + queueTimeoutMs,
+              deadline: firstArrival(request, now) + queueTimeoutMs,
               span: request.span
             })
             const placement = yield* queue.offer(ticket).pipe(
@@ -189,14 +189,23 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
 
       return Admission.of({
         // A model at its learned in-flight limit waits for room first, holding nothing else.
+        // The queue timeout bounds the whole wait from the first arrival: model room, queue, retries.
         acquire: (request) =>
           Effect.flatMap(claim(request), (claimed) =>
             Effect.uninterruptibleMask((restore) =>
-              Effect.flatMap(restore(modelSlots.enter(claimed.model)), (leaveModel) =>
-                restore(admit(claimed)).pipe(
+              Effect.gen(function*() {
+                const now = yield* Clock.currentTimeMillis
+                const stamped: Claimed = claimed.retry === undefined && claimed.arrivedAt === undefined ? { ...claimed, arrivedAt: now } : claimed
+                const leaveModel = yield* restore(modelSlots.enter(stamped.model, firstArrival(stamped, now) + queueTimeoutMs))
+                if (leaveModel === undefined) {
+                  yield* decided(stamped, "refused", { reason: "model_inflight_limit" })
+                  return yield* new RateLimited({ reason: "queue_timeout", retryAfterMs: yield* limiter.retryAfterMs })
+                }
+                return yield* restore(admit(stamped)).pipe(
                   Effect.onError(() => leaveModel),
                   Effect.map((p): Permit => ({ ...p, finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel) }))
-                ))
+                )
+              })
             ))
       })
     })
@@ -213,6 +222,8 @@ interface Claimed extends AdmissionRequest {
 const UNIDENTIFIED = "(unidentified)"
 
 const deliver: Verdict = { _tag: "Deliver", headers: {} }
+/** When the request (its first attempt, for a retry) reached admission. */
+const firstArrival = (request: AdmissionRequest, now: number) => request.retry?.arrivedAt ?? request.arrivedAt ?? now
 const left: TicketOutcome = { _tag: "Left" }
 const mustConsult = (status: number) => status === 429
 

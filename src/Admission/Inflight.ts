@@ -1,4 +1,4 @@
-import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Option } from "effect"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { ModelConcurrency } from "./Laws/ConcurrencyCap.js"
 
@@ -65,8 +65,11 @@ const make = (max: number): Inflight["Type"] => {
  * Models without a learned limit pass straight through.
  */
 export class ModelSlots extends Context.Tag("sidecar/ModelSlots")<ModelSlots, {
-  /** Waits until `model` has room, counts the call in; the effect releases it (once). */
-  readonly enter: (model: string | undefined) => Effect.Effect<Effect.Effect<void>>
+  /**
+   * Waits until `model` has room (at most until `deadline`), counts the call in; the effect
+   * releases it (once). Undefined when the deadline passed first. No timer unless it must wait.
+   */
+  readonly enter: (model: string | undefined, deadline: number) => Effect.Effect<Effect.Effect<void> | undefined>
   /** A cap signal for `model`, with the limit the body stated if any. */
   readonly capped: (model: string | undefined, statedLimit: number | undefined) => Effect.Effect<void>
   /** A successful answer keeps the model's entry fresh. */
@@ -90,12 +93,19 @@ export class ModelSlots extends Context.Tag("sidecar/ModelSlots")<ModelSlots, {
         freed = Deferred.unsafeMake<void>(FiberId.none)
         Deferred.unsafeDone(waiters, Exit.void)
       }
-      const enter = (model: string | undefined): Effect.Effect<Effect.Effect<void>> =>
+      const enter = (model: string | undefined, deadline: number): Effect.Effect<Effect.Effect<void> | undefined> =>
         Effect.suspend(() => {
           if (model === undefined) return Effect.succeed(Effect.void)
           const limit = learned.limitFor(model)
           const n = counts.get(model) ?? 0
-          if (limit !== undefined && n >= limit) return Effect.zipRight(Effect.suspend(() => Deferred.await(freed)), enter(model))
+          if (limit !== undefined && n >= limit) {
+            const left = deadline - clock.unsafeCurrentTimeMillis()
+            if (left <= 0) return Effect.succeed(undefined)
+            return Effect.flatMap(
+              Effect.timeoutOption(Effect.suspend(() => Deferred.await(freed)), Duration.millis(left)),
+              (woken) => (Option.isNone(woken) ? Effect.succeed(undefined) : enter(model, deadline))
+            )
+          }
           counts.set(model, n + 1)
           learned.onDispatch(model, n + 1, clock.unsafeCurrentTimeMillis())
           let done = false

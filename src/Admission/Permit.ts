@@ -13,6 +13,8 @@ export interface AdmissionRequest {
   readonly clientId?: string | undefined
   /** The span the queue and token waits are charged to. */
   readonly span?: Tracer.AnySpan | undefined
+  /** When it reached admission; `acquire` sets it. The queue timeout counts from here. */
+  readonly arrivedAt?: number | undefined
   /** Set on a retry: it keeps its place ahead of newer requests, and its total wait is bounded. */
   readonly retry?: RetryState | undefined
 }

@@ -1,6 +1,6 @@
 import { Context, Deferred, Duration, Effect, Layer, Ref, Schedule } from "effect"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
-import { type ControlLaw, type ControlLawName, stepMs } from "./ControlLaw.js"
+import { type ControlChange, type ControlLaw, type ControlLawName, stepMs } from "./ControlLaw.js"
 import { laws } from "./ControlLaws.js"
 
 export interface LimiterSnapshot {
@@ -94,15 +94,29 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
         }
       })
 
+      // A waiter sleeps on the token time it computed at the old rate: when the law raises the
+      // rate or lets dispatch resume sooner (within a mode too: ADR-009's recovery steps, the
+      // learning law's probe doubling), it is woken to compute again.
+      const sooner = (f: () => void, now: number) => {
+        const rpm = law.effectiveRpm
+        const resumeAt = law.dispatchAt(now)
+        f()
+        return law.effectiveRpm > rpm || law.dispatchAt(now) < resumeAt
+      }
+
       const evaluate = Effect.flatMap(
-        withNow((s, now) => [law.evaluate(now), capped(s)] as const),
-        (change) =>
-          change === undefined
-            ? Effect.void
-            : Effect.zipRight(
-              Effect.logInfo({ msg: "control_state_changed", law: config.rateControl, from: change.from, to: change.to, effective_rpm: round2(change.effectiveRpm), reason: change.reason }),
-              wake
-            )
+        withNow((s, now) => {
+          let change: ControlChange | undefined
+          const faster = sooner(() => (change = law.evaluate(now)), now)
+          return [{ change, faster }, capped(s)] as const
+        }),
+        ({ change, faster }) =>
+          Effect.zipRight(
+            change === undefined
+              ? Effect.void
+              : Effect.logInfo({ msg: "control_state_changed", law: config.rateControl, from: change.from, to: change.to, effective_rpm: round2(change.effectiveRpm), reason: change.reason }),
+            change !== undefined || faster ? wake : Effect.void
+          )
       )
 
       const snapshot = withNow((s, now): readonly [LimiterSnapshot, State] => {
@@ -136,11 +150,14 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
             return [undefined, { ...s, tokens: Math.min(s.capacity, s.tokens + 1) }] as const
           }), wake),
         record: (outcome, sentAt, retryAfterMs) =>
-          withNow((s, now) => {
-            law.record(outcome, now, retryAfterMs, sentAt)
-            // A law may react to a 429 at once, between evaluation steps.
-            return [undefined, outcome === "throttled" ? capped(s) : s] as const
-          }),
+          Effect.flatMap(
+            withNow((s, now) => {
+              const faster = sooner(() => law.record(outcome, now, retryAfterMs, sentAt), now)
+              // A law may react to a 429 at once, between evaluation steps.
+              return [faster, outcome === "throttled" ? capped(s) : s] as const
+            }),
+            (faster) => (faster ? wake : Effect.void)
+          ),
         uncounted: (sentAt) => withNow((s) => [law.uncounted(sentAt), s] as const),
         pauseFor: (millis) => withNow((s, now) => [undefined, { ...s, pausedUntil: Math.max(s.pausedUntil, now + millis) }] as const),
         configure: (change) =>
