@@ -1,4 +1,5 @@
-import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Option } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import { Signal } from "../Common/Signal.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { ModelConcurrency } from "./Laws/ConcurrencyCap.js"
 
@@ -21,12 +22,10 @@ export class Inflight extends Context.Tag("sidecar/Inflight")<Inflight, {
 
 const make = (max: number): Inflight["Type"] => {
   let used = 0
-  let freed = Deferred.unsafeMake<void>(FiberId.none)
+  const freed = new Signal()
   const release = () => {
     used = Math.max(0, used - 1)
-    const waiters = freed
-    freed = Deferred.unsafeMake<void>(FiberId.none)
-    Deferred.unsafeDone(waiters, Exit.void)
+    freed.fire()
   }
   // One release per acquisition, however often it runs.
   const releaser = (): Effect.Effect<void> => {
@@ -47,7 +46,7 @@ const make = (max: number): Inflight["Type"] => {
           if (slot !== undefined) return slot
           const left = deadline - (yield* Clock.currentTimeMillis)
           if (left <= 0) return undefined
-          yield* restore(Effect.timeoutOption(Effect.suspend(() => Deferred.await(freed)), Duration.millis(left)))
+          yield* restore(Effect.timeoutOption(freed.wait, Duration.millis(left)))
         }
       })
     )
@@ -84,14 +83,12 @@ export class ModelSlots extends Context.Tag("sidecar/ModelSlots")<ModelSlots, {
       const clock = yield* Effect.clock
       const learned = new ModelConcurrency(config.maxInflight)
       const counts = new Map<string, number>()
-      let freed = Deferred.unsafeMake<void>(FiberId.none)
+      const freed = new Signal()
       const leave = (model: string) => {
         const n = (counts.get(model) ?? 1) - 1
         if (n <= 0) counts.delete(model)
         else counts.set(model, n)
-        const waiters = freed
-        freed = Deferred.unsafeMake<void>(FiberId.none)
-        Deferred.unsafeDone(waiters, Exit.void)
+        freed.fire()
       }
       const enter = (model: string | undefined, deadline: number): Effect.Effect<Effect.Effect<void> | undefined> =>
         Effect.suspend(() => {
@@ -102,7 +99,7 @@ export class ModelSlots extends Context.Tag("sidecar/ModelSlots")<ModelSlots, {
             const left = deadline - clock.unsafeCurrentTimeMillis()
             if (left <= 0) return Effect.succeed(undefined)
             return Effect.flatMap(
-              Effect.timeoutOption(Effect.suspend(() => Deferred.await(freed)), Duration.millis(left)),
+              Effect.timeoutOption(freed.wait, Duration.millis(left)),
               (woken) => (Option.isNone(woken) ? Effect.succeed(undefined) : enter(model, deadline))
             )
           }

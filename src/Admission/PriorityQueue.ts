@@ -1,5 +1,6 @@
-import { Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Ref } from "effect"
+import { Context, Duration, Effect, Layer, Ref } from "effect"
 import { Evicted, InvalidPatch, QueueFull, RateLimited, ShuttingDown } from "../Common/Errors.js"
+import { Signal } from "../Common/Signal.js"
 import { rank, type Priority } from "../Common/Priority.js"
 import { SidecarConfig, type QueueFullPolicy } from "../Config/SidecarConfig.js"
 import { ClientTable, type ClientLimitsTable, type ClientState, type ClientStats } from "./ClientTable.js"
@@ -215,14 +216,3 @@ const evicted = new Evicted()
 const queueTimeout = new RateLimited({ reason: "queue_timeout", retryAfterMs: 0 })
 const clientQueueFull = new RateLimited({ reason: "client_queue_full", retryAfterMs: 0 })
 const shuttingDown = new ShuttingDown()
-
-/** A wake-up for whoever waits now; each `fire` releases the current waiters and arms a new one. */
-class Signal {
-  private current = Deferred.unsafeMake<void>(FiberId.none)
-  readonly wait: Effect.Effect<void> = Effect.suspend(() => Deferred.await(this.current))
-  fire(): void {
-    const fired = this.current
-    this.current = Deferred.unsafeMake<void>(FiberId.none)
-    Deferred.unsafeDone(fired, Exit.void)
-  }
-}
