@@ -50,9 +50,16 @@ const make = (max: number): Inflight["Type"] => {
         }
       })
     )
+  // The dispatcher's wait: no deadline, so no timer race per admission.
+  const acquire: Effect.Effect<Effect.Effect<void>> = Effect.uninterruptibleMask((restore) =>
+    Effect.suspend(function loop(): Effect.Effect<Effect.Effect<void>> {
+      const slot = take()
+      return slot !== undefined ? Effect.succeed(slot) : Effect.zipRight(restore(freed.wait), Effect.suspend(loop))
+    })
+  )
   return {
     tryAcquire: Effect.sync(take),
-    acquire: Effect.map(acquireWithin(Duration.infinity), (slot) => slot!),
+    acquire,
     acquireWithin,
     used: Effect.sync(() => used)
   }

@@ -17,9 +17,10 @@ export interface BodyLimits {
 export const readBody = (req: IncomingMessage, limits: BodyLimits): Promise<Either.Either<Buffer, BodyTooLarge | RequestTimeout | ClientGone>> =>
   new Promise((resolve) => {
     const drainBudget = Math.min(64 * 1024 * 1024, 4 * limits.maxBytes)
-    const tooLarge = new BodyTooLarge({ limitBytes: limits.maxBytes })
+    // Built only when needed: an Effect error captures a stack trace.
+    const tooLarge = () => new BodyTooLarge({ limitBytes: limits.maxBytes })
     if (Number(req.headers["content-length"]) > limits.maxBytes + drainBudget) {
-      resolve(Either.left(tooLarge))
+      resolve(Either.left(tooLarge()))
       return
     }
     const chunks: Array<Buffer> = []
@@ -35,10 +36,10 @@ export const readBody = (req: IncomingMessage, limits: BodyLimits): Promise<Eith
     const onData = (chunk: Buffer) => {
       size += chunk.length
       if (size <= limits.maxBytes) chunks.push(chunk)
-      else if (size > limits.maxBytes + drainBudget) settle(Either.left(tooLarge))
+      else if (size > limits.maxBytes + drainBudget) settle(Either.left(tooLarge()))
     }
     const onEnd = () =>
-      settle(size > limits.maxBytes ? Either.left(tooLarge) : Either.right(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
+      settle(size > limits.maxBytes ? Either.left(tooLarge()) : Either.right(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
     // An aborted upload never ends: it closes (or errors) instead.
     const onGone = () => settle(Either.left(new ClientGone()))
     req.on("data", onData)
