@@ -3,7 +3,11 @@
 //   mode "closed":  {url, concurrency, seconds, body, headers}        closed loop (fallback when wrk is missing)
 //   mode "streams": {url, n, warmup, singles, body, headers, timeoutMs, cpuPid}  SSE streams
 //   mode "open":    {url, rate, seconds, backlog, mix, body, headers, graceMs, timeoutMs}  open loop
+//   mode "hold":    IPC-driven (run.mjs forks it): holds many requests open, one socket each, and aborts them on command
+//   mode "probe":   IPC-driven: GET {url} every {intervalMs} over one keep-alive connection, latencies back on "stop"
 import fs from "node:fs"
+import http from "node:http"
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { performance } from "node:perf_hooks"
 import { setTimeout as sleep } from "node:timers/promises"
 import { Agent, Pool } from "undici"
@@ -122,7 +126,103 @@ async function open({ url, rate, seconds, backlog = 0, mix = ["normal"], body, h
   return { t0, t1: t0 + seconds * 1000, records }
 }
 
-const modes = { closed, streams, open }
+// Holds requests open: `{cmd:"open", n, batch}` opens n more (each its own socket: keep-alive agent
+// without a socket limit, so no request waits for another's socket), `{cmd:"abort", n}` destroys n
+// of the open ones at once, oldest first (`newest: true`: the newest) (their sockets close; the server sees the client leave), `{cmd:"abort"}`
+// all of them, `{cmd:"stats"}` reports. Every command is answered with one message.
+function hold({ url, body, headers }) {
+  const u = new URL(url)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 16 })
+  const open = new Set()
+  const statuses = {}, errors = {}
+  let opened = 0, answered = 0, aborted = 0
+  const one = () => new Promise((resolve) => {
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: "POST", agent, headers: { ...headers, "content-length": Buffer.byteLength(body) } })
+    open.add(req)
+    opened++
+    req.on("response", (res) => {
+      answered++
+      statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1
+      open.delete(req)
+      res.resume()
+    })
+    req.on("error", (e) => {
+      open.delete(req)
+      if (!req.benchAborted) errors[e.code ?? e.message] = (errors[e.code ?? e.message] ?? 0) + 1
+      resolve()
+    })
+    req.on("finish", resolve) // the whole request is written to the socket
+    req.end(body)
+  })
+  const handlers = {
+    open: async ({ n, batch = 250 }) => {
+      const t0 = performance.now()
+      for (let i = 0; i < n; i += batch) await Promise.all(Array.from({ length: Math.min(batch, n - i) }, one))
+      return { openMs: performance.now() - t0 }
+    },
+    abort: ({ n, newest = false }) => { // oldest first (the server's queue head), or the newest
+      const all = [...open]
+      const victims = newest ? all.slice(-(n ?? all.length)) : all.slice(0, n ?? all.length)
+      const at = epoch()
+      for (const req of victims) { req.benchAborted = true; open.delete(req); req.destroy() }
+      aborted += victims.length
+      return { at, left: victims.length }
+    },
+    stats: () => ({})
+  }
+  process.on("message", async (m) => {
+    const out = await handlers[m.cmd](m)
+    process.send({ ...out, open: open.size, opened, answered, aborted, statuses, errors })
+  })
+  process.on("disconnect", () => process.exit(0))
+  return new Promise(() => {})
+}
+
+// GET url every intervalMs, one request at a time over one keep-alive connection, until {cmd:"stop"}.
+// A response later than the next tick skips the missed ticks (run.mjs corrects for them). Sends back
+// samples [send epoch ms, latency ms] and this process's own event-loop delay (to show the probe was not the bottleneck).
+function probe({ url, intervalMs = 5 }) {
+  const u = new URL(url)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  const samples = []
+  const errors = []
+  let running = true
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 })
+  loopDelay.enable()
+  const get = () => new Promise((resolve) => {
+    const req = http.get({ host: u.hostname, port: u.port, path: u.pathname, agent, timeout: 60_000 }, (res) => { res.resume(); res.on("end", () => resolve(res.statusCode)) })
+    req.on("error", (e) => resolve(e.code ?? "error"))
+    req.on("timeout", () => req.destroy())
+  })
+  const loop = async () => {
+    const t0 = performance.now()
+    let k = 0
+    while (running) {
+      const wait = t0 + k * intervalMs - performance.now()
+      if (wait > 0) await sleep(wait)
+      const s = performance.now()
+      const status = await get()
+      const e = performance.now()
+      samples.push([performance.timeOrigin + s, e - s])
+      if (status !== 200) errors.push(status)
+      k = Math.max(k + 1, Math.ceil((e - t0) / intervalMs))
+    }
+  }
+  const done = loop()
+  process.on("message", async (m) => {
+    if (m.cmd !== "stop") return
+    running = false
+    await done
+    loopDelay.disable()
+    process.send({ samples, errors: errors.slice(0, 20), errorCount: errors.length, probeLoopDelayP99Ms: loopDelay.percentile(99) / 1e6, probeLoopDelayMaxMs: loopDelay.max / 1e6 })
+    agent.destroy()
+  })
+  process.on("disconnect", () => process.exit(0))
+  process.send({ started: true })
+  return new Promise(() => {})
+}
+
+const modes = { closed, streams, open, hold, probe }
 const run = modes[opts.mode]
 if (!run) {
   console.error(`unknown mode ${opts.mode}`)
