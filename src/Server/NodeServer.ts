@@ -60,7 +60,7 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
       res.on("close", () => {
         busy.delete(socket)
         if (closeAfter.delete(socket)) socket.end()
-        if (!res.writableFinished) controller.abort()
+        if (!res.writableFinished) controller.abort(clientClosed)
       })
       // Handlers answer their own failures; anything escaping is a bug: drop the connection.
       const done: Promise<void> = handler(req, res, controller.signal).catch(() => void res.destroy()).finally(() => inflight.delete(done))
@@ -96,7 +96,7 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
         // Finalizers run uninterruptibly: the wait must opt back in so the timeout can cut it.
         yield* Effect.interruptible(Effect.promise(() => Promise.all(inflight.keys()))).pipe(Effect.timeoutOption(options.drainTimeout))
         const cut = inflight.size
-        for (const controller of inflight.values()) controller.abort()
+        for (const controller of inflight.values()) controller.abort(drainDeadline)
         // Aborted streams end with their SSE `event: error`: let those last bytes out before the sockets close.
         yield* Effect.interruptible(Effect.promise(() => Promise.all(inflight.keys()))).pipe(Effect.timeoutOption("1 second"))
         server.closeAllConnections()
@@ -110,6 +110,10 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
       }))
     return { port }
   })
+
+// Abort reasons made once: abort() without one builds a DOMException per leaving client.
+const clientClosed = new Error("client closed the connection")
+const drainDeadline = new Error("drain deadline")
 
 const clientErrorOf = (error: NodeJS.ErrnoException, maxHeaders: number) => {
   switch (error.code) {
