@@ -17,11 +17,9 @@ import { requestHeaders } from "./Headers.js"
 import { ModelCatalog } from "./ModelCatalog.js"
 import { replaceModel } from "./ModelRewrite.js"
 import { type Piped, pipeUpstream, replyBuffered, writeError, writeJson } from "./Reply.js"
-import { classify } from "./Routing.js"
+import { classify, jsonEndpoints } from "./Routing.js"
 import { Upstream, type UpstreamRequest, type UpstreamResponse } from "./Upstream.js"
 
-// Endpoints whose body must be JSON; other `/v1/...` bodies must be JSON only when they say so.
-const jsonEndpoints = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])
 
 /** Status recorded for a request whose client went away before its answer (nginx's convention). */
 const CLIENT_CLOSED = 499
@@ -97,6 +95,7 @@ export const makeProxy = Effect.gen(function*() {
       if (Either.isLeft(read)) return Either.left(read.left)
       body = read.right
     }
+    // Model endpoints must be JSON; other `/v1/...` bodies only when they say so.
     const mustBeJson = jsonEndpoints.has(trail.route) || String(req.headers["content-type"] ?? "").includes("json")
     const parsed = body !== null && mustBeJson ? parseJsonBody(body) : Either.right({ json: undefined, model: undefined })
     if (Either.isLeft(parsed)) return Either.left(parsed.left)

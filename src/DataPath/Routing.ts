@@ -31,3 +31,6 @@ export const classify = (model: string | undefined, config: RoutingConfig): Rout
     ? { limited: false, upstream: "passthrough", rewrittenModel: Option.none() }
     : { limited: true, upstream: "primary", rewrittenModel: Option.none() }
 }
+
+/** Model endpoints whose body must be JSON (the browser rules also require a JSON content type there). */
+export const jsonEndpoints: ReadonlySet<string> = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])

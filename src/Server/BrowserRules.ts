@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http"
 import { RequestRefused } from "../Common/Errors.js"
+import { jsonEndpoints } from "../DataPath/Routing.js"
 
 /**
  * What a web page may do with the sidecar (SPEC §12): nothing unless the browser talks to it by
@@ -19,7 +20,7 @@ export type Verdict =
   | { readonly _tag: "Refused"; readonly error: RequestRefused }
 
 // Paths whose POST body must be JSON: what a cross-site form could otherwise send.
-const jsonPaths = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/admin/config"])
+const jsonPaths: ReadonlySet<string> = new Set([...jsonEndpoints, "/api/admin/config"])
 
 export const check = (req: IncomingMessage, path: string, rules: BrowserRules): Verdict => {
   const host = (req.headers.host ?? "").toLowerCase()
