@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto"
 import { Data, Duration, Effect } from "effect"
-import { Redis } from "ioredis"
+import type { Redis } from "ioredis"
 
 /** Any failure to get an answer from Redis: refused, timed out, disconnected, a script error. */
 export class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{ readonly reason: string }> {}
@@ -21,9 +21,11 @@ export const commandTimeoutMs = 300
  */
 export const make = (url: string) =>
   Effect.gen(function*() {
-    const client = yield* Effect.acquireRelease(
+    // Loaded only when a shared limit is configured: a single process never pays for it.
+    const ioredis = yield* Effect.promise(() => import("ioredis"))
+    const client: Redis = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        new Redis(url, {
+        new ioredis.Redis(url, {
           lazyConnect: true,
           enableOfflineQueue: false,
           maxRetriesPerRequest: 0,
