@@ -38,8 +38,9 @@ export const make = (url: string) =>
       (c) => Effect.sync(() => c.disconnect())
     )
     client.on("error", () => {})
-    // Fails when Redis is down at start; the client keeps reconnecting either way.
-    yield* Effect.ignore(Effect.tryPromise(() => client.connect()))
+    // Fails (or, against a stopped Redis, never answers) when Redis is down at start; the client
+    // keeps reconnecting either way, and the limiter starts in its failure mode.
+    yield* Effect.ignore(Effect.timeout(Effect.tryPromise(() => client.connect()), Duration.seconds(1)))
 
     const shas = new Map<string, string>()
     const shaOf = (lua: string) => {
