@@ -146,6 +146,26 @@ describe("shared bucket on Redis", () => {
     expect(took).toBeLessThan(5000)
   })
 
+  it("the learned count holds for all replicas together: at most `level` sends in any 60.25 s", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "learning" })
+    for (let i = 0; i < 10; i++) expect(await run(a!.tryTake("normal"))).toBe(true)
+    await run(a!.record("throttled", await run(a!.dispatched)))
+    await eventually(async () => (await run(b!.snapshot)).effectiveRpm <= 10, 3000)
+    // The window already holds the 10 sends A made: B may send nothing until they leave it.
+    for (let i = 0; i < 5; i++) expect(await run(b!.tryTake("urgent"))).toBe(false)
+    expect((await run(b!.snapshot)).pausedForMs).toBeGreaterThan(50_000)
+  })
+
+  it("an upstream Retry-After on one replica pauses every replica", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "adr009" })
+    expect(await run(b!.tryTake("urgent"))).toBe(true)
+    await run(a!.pauseFor(1500))
+    const paused = Date.now()
+    expect(await run(b!.tryTake("urgent"))).toBe(false)
+    await eventually(() => run(b!.tryTake("urgent")), 3000)
+    expect(Date.now() - paused).toBeGreaterThanOrEqual(1300)
+  })
+
   it("a 429 seen by one replica retreats every replica at the next evaluation (adr009)", async () => {
     const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 10, rateControl: "adr009" })
     for (let i = 0; i < 5; i++) {
@@ -205,6 +225,35 @@ describe("when Redis is unreachable", () => {
     }
     await eventually(async () => (await backendState(a!)) === "shared", 5000)
     expect(await run(a!.tryTake("urgent"))).toBe(true)
+  })
+
+  it("at start: a replica that cannot reach Redis starts at its share and joins once Redis answers", async () => {
+    await redis.stop()
+    let limiter: Limiter
+    try {
+      const started = Date.now()
+      ;[limiter] = (await replicas(1, { rateRpm: 60, bucketCapacity: 2, redisFailure: "local" })) as [Limiter]
+      expect(Date.now() - started).toBeLessThan(2000)
+      expect(await backendState(limiter)).toBe("local_fallback")
+      expect(await run(limiter.tryTake("normal"))).toBe(true)
+    } finally {
+      await redis.restart()
+    }
+    await eventually(async () => (await backendState(limiter)) === "shared", 5000)
+  })
+
+  it("at start: a hung Redis (SIGSTOP) delays start-up by a second at most", async () => {
+    redis.pause()
+    let limiter: Limiter
+    try {
+      const started = Date.now()
+      ;[limiter] = (await replicas(1, { rateRpm: 60, bucketCapacity: 2, redisFailure: "closed" })) as [Limiter]
+      expect(Date.now() - started).toBeLessThan(2500)
+      expect(await backendState(limiter)).toBe("closed")
+    } finally {
+      redis.resume()
+    }
+    await eventually(async () => (await backendState(limiter)) === "shared", 5000)
   })
 
   it("a hung Redis (SIGSTOP) costs a request the command timeout, not a hang", async () => {
