@@ -1,7 +1,7 @@
 // The shared limit against a real redis-server started by the test on a free port: replicas are
 // separate limiter instances (each its own ioredis client, scope and fallback bucket).
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Context, Effect, Either, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+import { Context, Effect, Either, Exit, Layer, Logger, LogLevel, Option, Scope } from "effect"
 import { Adr009 } from "../src/Admission/Laws/Adr009.js"
 import { Learning } from "../src/Admission/Laws/Learning.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
@@ -35,7 +35,7 @@ const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}):
     scopes.push(scope)
     const layer = SharedRateLimiter.layer(redis.url).pipe(
       Layer.provide(Metrics.layer),
-      Layer.provide(SidecarConfig.layerTest({ limitKey: { _tag: "Some", value: limitKey } as SidecarConfigShape["limitKey"], ...overrides })),
+      Layer.provide(SidecarConfig.layerTest({ limitKey: Option.some(limitKey), ...overrides })),
       Layer.provide(Logger.minimumLogLevel(LogLevel.None))
     )
     const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
