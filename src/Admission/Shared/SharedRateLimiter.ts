@@ -155,8 +155,8 @@ export const layer = (url: string) =>
           return Effect.flatMap(shared(takeShared(priority, "")), Option.match({ onNone: () => tryTake(priority), onSome: (wait) => Effect.succeed(wait === 0) }))
         })
 
-      const refundShared = (sentAt: number | undefined, give: boolean) =>
-        Effect.asVoid(shared(redis.script(Scripts.refund, bucketKeys, [...defaults(), `${replicaId}|`, sentAt === undefined ? "" : Math.round(sentAt), give ? "1" : "0"])))
+      const unsend = (sentAt: number | undefined, give: boolean, tell: boolean) =>
+        Effect.asVoid(shared(redis.script(Scripts.refund, bucketKeys, [...defaults(), `${replicaId}|`, sentAt === undefined ? "" : Math.round(sentAt), give ? "1" : "0", tell ? "1" : "0"])))
 
       const flush = Effect.suspend(() => {
         if (pending.length === 0) return Effect.void
@@ -238,7 +238,12 @@ export const layer = (url: string) =>
       })
 
       yield* sync
-      yield* sync.pipe(Effect.repeat(Schedule.spaced(Duration.millis(syncMs))), Effect.forkScoped)
+      // A defect in one sync (a reply it cannot read) must not end the heartbeat.
+      yield* sync.pipe(
+        Effect.catchAllDefect((defect) => Effect.logError({ msg: "limit_sync_failed", error: String(defect) })),
+        Effect.repeat(Schedule.spaced(Duration.millis(syncMs))),
+        Effect.forkScoped
+      )
       // Leaving: out of the registry at once, and the lease free for the next leader.
       yield* Effect.addFinalizer(() => Effect.ignore(redis.script(Scripts.leave, [keys.replicas, keys.leader], [replicaId])))
 
@@ -246,16 +251,17 @@ export const layer = (url: string) =>
         take,
         tryTake,
         dispatched: Effect.suspend(() => (state === "shared" ? Effect.succeed(redisNow()) : local.dispatched)),
-        refund: (sentAt) => Effect.suspend(() => (state === "shared" ? refundShared(sentAt, true) : local.refund(sentAt))),
+        refund: (sentAt) => Effect.suspend(() => (state === "shared" ? unsend(sentAt, true, true) : local.refund(sentAt))),
         record: (outcome, sentAt, retryAfterMs) =>
           Effect.suspend(() => {
             if (state !== "shared") return local.record(outcome, sentAt, retryAfterMs)
             pending.push(evidence.answered(outcome, sentAt, redisNow(), retryAfterMs))
             if (pending.length > maxPending) pending.shift()
-            // A 429 goes to the leader at once: every replica slows within one sync.
-            return outcome === "throttled" ? flush : Effect.void
+            // A 429 goes to the leader at once: every replica slows within one sync. The refused
+            // call leaves the shared count, as the law's own count drops it.
+            return outcome === "throttled" ? Effect.zipRight(flush, unsend(sentAt, false, false)) : Effect.void
           }),
-        uncounted: (sentAt) => Effect.suspend(() => (state === "shared" ? refundShared(sentAt, false) : local.uncounted(sentAt))),
+        uncounted: (sentAt) => Effect.suspend(() => (state === "shared" ? unsend(sentAt, false, true) : local.uncounted(sentAt))),
         pauseFor: (millis) =>
           Effect.zipRight(
             local.pauseFor(millis),
@@ -282,7 +288,9 @@ export const layer = (url: string) =>
     })
   )
 
-const integers = (reply: unknown): ReadonlyArray<number> => (Array.isArray(reply) ? reply.map(Number) : [])
+/** A script's integer reply; anything unreadable is undefined, so the caller's defaults apply. */
+const integers = (reply: unknown): ReadonlyArray<number | undefined> =>
+  Array.isArray(reply) ? reply.map((v) => (Number.isFinite(Number(v)) ? Number(v) : undefined)) : []
 
 /** HGETALL's flat [field, value, …] as a record. */
 const pairs = (flat: unknown): Readonly<Record<string, string>> => {
