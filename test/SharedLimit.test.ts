@@ -5,6 +5,7 @@ import { Context, Effect, Either, Exit, Layer, Logger, LogLevel, Option, Scope }
 import { Adr009 } from "../src/Admission/Laws/Adr009.js"
 import { Learning } from "../src/Admission/Laws/Learning.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
+import { LawLeader } from "../src/Admission/Shared/LawLeader.js"
 import * as SharedRateLimiter from "../src/Admission/Shared/SharedRateLimiter.js"
 import type { Priority } from "../src/Common/Priority.js"
 import { SidecarConfig, type SidecarConfigShape } from "../src/Config/SidecarConfig.js"
@@ -90,6 +91,28 @@ describe("control laws save and restore their state", () => {
   })
 })
 
+describe("the leader's law", () => {
+  it("learns from every replica's evidence and publishes the rate, burst, count and hold", () => {
+    const leader = new LawLeader(new Learning(600), 600, 50)
+    const opened = leader.step(1000).params
+    expect(opened).toMatchObject({ rpm: "600", capacity: "50", burst: "50", windowCap: "600", law: "learning", mode: "open" })
+    leader.feed([...Array.from({ length: 30 }, (_, i) => `d:${2000 + i * 10}`), "th:2290:2400:", "garbage", "ok:x:y"])
+    const held = leader.step(2500)
+    expect(held.params).toMatchObject({ mode: "hold", burst: "1" })
+    expect(Number(held.params["rpm"])).toBeLessThanOrEqual(30)
+    expect(held.params["windowCap"]).toBe(String(Math.floor(Number(held.params["rpm"]))))
+    // The 429 acts at once; the change of mode is reported by the next evaluation, one step later.
+    expect(held.change).toBeUndefined()
+    expect(leader.step(6000).change).toMatchObject({ from: "open", to: "hold" })
+    // A new leader restores the saved state; an admin change published by any replica rebases it.
+    const next = new LawLeader(new Learning(600), 600, 50)
+    next.restore(held.state)
+    expect(next.step(2600).params["rpm"]).toBe(held.params["rpm"])
+    next.configure(20, 10, 2700)
+    expect(next.step(2800).params).toMatchObject({ rpm: "20", capacity: "10", baseRpm: "20" })
+  })
+})
+
 describe("shared bucket on Redis", () => {
   it("no two replicas spend the same token: 3 replicas hammering get at most capacity + rate x elapsed", async () => {
     const [a, b, c] = await replicas(3, { rateRpm: 600, bucketCapacity: 5, rateControl: "adr009" })
@@ -131,7 +154,8 @@ describe("shared bucket on Redis", () => {
     stop = true
     void Promise.all(senders) // they end with their next tokens
     expect(lows).toBeGreaterThan(0)
-    for (const wait of waits) expect(wait).toBeLessThan(500 + 250)
+    // One token interval (500 ms) plus slack for a busy machine; without claims it waited ~24 s.
+    for (const wait of waits) expect(wait).toBeLessThan(1000)
   })
 
   it("a 429 seen by one replica lowers the rate every replica uses within one step (learning law)", async () => {
