@@ -28,13 +28,13 @@ afterAll(async () => {
 })
 
 /** `n` replicas of one fresh limit key. */
-const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}): Promise<Array<Limiter>> => {
+const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}, url = redis.url): Promise<Array<Limiter>> => {
   const limitKey = `test-${process.pid}-${++keySeq}`
   const made: Array<Limiter> = []
   for (let i = 0; i < n; i++) {
     const scope = Effect.runSync(Scope.make())
     scopes.push(scope)
-    const layer = SharedRateLimiter.layer(redis.url).pipe(
+    const layer = SharedRateLimiter.layer(url).pipe(
       Layer.provide(Metrics.layer),
       Layer.provide(SidecarConfig.layerTest({ limitKey: Option.some(limitKey), ...overrides })),
       Layer.provide(Logger.minimumLogLevel(LogLevel.None))
@@ -278,6 +278,14 @@ describe("when Redis is unreachable", () => {
       redis.resume()
     }
     await eventually(async () => (await backendState(limiter)) === "shared", 5000)
+  })
+
+  it("never shows the Redis password", async () => {
+    const [limiter] = await replicas(1, {}, "redis://sidecar:topsecret@127.0.0.1:1")
+    const view = (await run(limiter!.snapshot)).backend
+    expect(view.state).toBe("local_fallback")
+    expect(view.url).toBe("redis://****@127.0.0.1:1")
+    expect(JSON.stringify(view)).not.toContain("topsecret")
   })
 
   it("a hung Redis (SIGSTOP) costs a request the command timeout, not a hang", async () => {

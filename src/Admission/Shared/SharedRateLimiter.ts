@@ -104,8 +104,8 @@ export const layer = (url: string) =>
       const failed = (error: RedisConnection.RedisUnavailable) =>
         Effect.suspend(() => {
           healthy = false
-          lastError = error.reason
-          return state === "shared" ? switchTo(failedTo, error.reason) : Effect.void
+          lastError = maskUserinfo(error.reason)
+          return state === "shared" ? switchTo(failedTo, lastError) : Effect.void
         })
 
       /** Runs a script in shared mode; a failure switches to the failure mode and yields None. */
