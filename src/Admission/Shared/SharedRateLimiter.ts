@@ -84,17 +84,23 @@ export const layer = (url: string) =>
       const wake = Effect.flatMap(Deferred.make<void>(), (next) =>
         Effect.flatMap(Ref.getAndSet(changed, next), (previous) => Deferred.succeed(previous, undefined)))
 
+      // The fallback bucket is kept at this replica's share all along, so a switch needs no change
+      // of it: the last rate Redis published, split between the replicas last seen.
+      let share = ""
+      const keepShare = Effect.suspend(() => {
+        const rateRpm = param("rpm", baseRpm) / replicas
+        const cap = Math.max(1, Math.floor(param("capacity", capacity) / replicas))
+        if (share === `${rateRpm}/${cap}`) return Effect.void
+        share = `${rateRpm}/${cap}`
+        return local.configure({ rateRpm, capacity: cap })
+      })
+
       const switchTo = (to: BackendState, reason: string) =>
         Effect.suspend(() => {
           if (state === to) return Effect.void
           const from = state
           state = to
-          // The replica's share: the last rate Redis published, split between the replicas last seen.
-          const share = to === "local_fallback"
-            ? local.configure({ rateRpm: param("rpm", baseRpm) / replicas, capacity: Math.max(1, Math.floor(param("capacity", capacity) / replicas)) })
-            : Effect.void
           return Effect.all([
-            share,
             Effect.logWarning({ msg: "limit_backend_switched", from, to, reason, replicas, limit_key: limitKey, redis: maskUserinfo(url) }),
             metrics.backendSwitched(to),
             wake
@@ -231,6 +237,7 @@ export const layer = (url: string) =>
         replicaIds = Array.isArray(ids) ? ids.filter((id): id is string => typeof id === "string") : replicaIds
         params = pairs(flat)
         tokens = Number(milli) / 1000
+        yield* keepShare
         yield* switchTo("shared", "redis answered")
         yield* flush
         isLeader = leading === 1 || leading === 2
@@ -271,10 +278,12 @@ export const layer = (url: string) =>
           Effect.suspend(() => {
             baseRpm = change.rateRpm ?? baseRpm
             capacity = change.capacity ?? capacity
+            // The leader applies it for all replicas; until it publishes, the fallback share follows this replica's own values.
+            if (change.rateRpm !== undefined) params = { ...params, rpm: String(Math.min(baseRpm, param("rpm", baseRpm))) }
+            if (change.capacity !== undefined) params = { ...params, capacity: String(capacity) }
             const fields = [...(change.rateRpm === undefined ? [] : ["setRpm", change.rateRpm]), ...(change.capacity === undefined ? [] : ["setCapacity", change.capacity])]
-            const share = state === "local_fallback" ? { rateRpm: baseRpm / replicas, capacity: Math.max(1, Math.floor(capacity / replicas)) } : change
             return Effect.zipRight(
-              local.configure(share),
+              keepShare,
               fields.length === 0 || state !== "shared" ? Effect.void : Effect.asVoid(shared(redis.script(Scripts.setParams, [keys.params], fields)))
             )
           }),
