@@ -17,6 +17,7 @@ type Limiter = Context.Tag.Service<typeof RateLimiter>
 let redis: RedisServer
 let keySeq = 0
 const scopes: Array<Scope.CloseableScope> = []
+const scopeOf = new Map<Limiter, Scope.CloseableScope>()
 
 beforeAll(async () => {
   redis = await startRedis()
@@ -40,7 +41,9 @@ const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}, 
       Layer.provide(Logger.minimumLogLevel(LogLevel.None))
     )
     const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
-    made.push(Context.get(context, RateLimiter))
+    const limiter = Context.get(context, RateLimiter)
+    scopeOf.set(limiter, scope)
+    made.push(limiter)
   }
   return made
 }
@@ -198,6 +201,32 @@ describe("shared bucket on Redis", () => {
     }
     await eventually(async () => (await run(b!.snapshot)).mode === "retreat", 6000)
     expect((await run(b!.snapshot)).effectiveRpm).toBe(450)
+  })
+
+  it("a new leader continues with the learned rate when the old one leaves", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "learning" })
+    for (let i = 0; i < 12; i++) await run(a!.tryTake("normal"))
+    await run(a!.record("throttled", await run(a!.dispatched)))
+    await eventually(async () => (await run(b!.snapshot)).effectiveRpm <= 12, 3000)
+    const leader = (await run(a!.snapshot)).backend.leader ? a! : b!
+    const survivor = leader === a ? b! : a!
+    await Effect.runPromise(Scope.close(scopeOf.get(leader)!, Exit.void))
+    await eventually(async () => (await run(survivor.snapshot)).backend.leader, 4000)
+    // Published by the new leader from the saved state, not a fresh law at the configured 600.
+    await sleep(2 * SharedRateLimiter.syncMs)
+    const seen = await run(survivor.snapshot)
+    expect(seen.effectiveRpm).toBeLessThanOrEqual(12)
+    expect(seen.mode).toBe("hold")
+    expect(seen.backend.replicas).toBe(1)
+  })
+
+  it("an admin change of the rate on one replica applies to the shared limit", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "adr009" })
+    await run(a!.configure({ rateRpm: 30, capacity: 5 }))
+    await eventually(async () => {
+      const s = await run(b!.snapshot)
+      return s.baseRpm === 30 && s.effectiveRpm === 30 && s.capacity === 5
+    }, 3000)
   })
 
   it("registers replicas with a heartbeat and shows them", async () => {
