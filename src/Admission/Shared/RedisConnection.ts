@@ -31,13 +31,18 @@ export const make = (url: string) =>
           maxRetriesPerRequest: 0,
           commandTimeout: commandTimeoutMs,
           connectTimeout: 1000,
-          retryStrategy: () => 250,
-          // Connection problems surface as failed commands; the limiter logs each switch once.
-          showFriendlyErrorStack: false
+          retryStrategy: () => 250
         })),
       (c) => Effect.sync(() => c.disconnect())
     )
-    client.on("error", () => {})
+    // Connection problems surface as failed commands, named by the last connection error.
+    let connectionError = ""
+    client.on("error", (e: Error) => (connectionError = e.message))
+    client.on("ready", () => (connectionError = ""))
+    const reason = (e: unknown) => {
+      const message = e instanceof Error ? e.message : String(e)
+      return message.startsWith("Stream isn't writeable") ? `not connected${connectionError === "" ? "" : ` (${connectionError})`}` : message
+    }
     // Fails (or, against a stopped Redis, never answers) when Redis is down at start; the client
     // keeps reconnecting either way, and the limiter starts in its failure mode.
     yield* Effect.ignore(Effect.timeout(Effect.tryPromise(() => client.connect()), Duration.seconds(1)))
@@ -49,7 +54,7 @@ export const make = (url: string) =>
       return sha
     }
     const call = <A>(f: () => Promise<A>) =>
-      Effect.tryPromise({ try: f, catch: (e) => new RedisUnavailable({ reason: e instanceof Error ? e.message : String(e) }) }).pipe(
+      Effect.tryPromise({ try: f, catch: (e) => new RedisUnavailable({ reason: reason(e) }) }).pipe(
         // ioredis times each command out itself; this bounds anything that slips past it (a connect in progress).
         Effect.timeoutFail({ duration: Duration.millis(commandTimeoutMs * 2), onTimeout: () => new RedisUnavailable({ reason: "timed out" }) })
       )
