@@ -39,8 +39,8 @@ const start = async (env: Record<string, string>) => {
   return p
 }
 
-const chat = async (p: SidecarProcess) => {
-  const res = await request(`${p.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x" }) })
+const chat = async (p: SidecarProcess, priority = "normal") => {
+  const res = await request(`${p.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "x-priority": priority }, body: JSON.stringify({ model: "nvidia/x" }) })
   await res.body.text()
   return res
 }
@@ -89,6 +89,24 @@ describe("replicas sharing a limit", () => {
     expect(text).toContain('sidecar_limit_backend_state{state="shared"} 1')
     expect(text).toContain("sidecar_limit_replicas 3")
     expect(text).toContain('sidecar_limit_backend_switches_total{to="local_fallback"} 0')
+  }, 30_000)
+
+  it("an urgent request on one sidecar passes the low traffic two others keep sending", async () => {
+    // 120 rpm: a token every 500 ms, no burst; low requests wait at the head rather than time out.
+    // The low senders' queues are full (size 0), so each low request waits for its own token: 20 waiters against one.
+    const env = { SIDECAR_RATE_RPM: "120", SIDECAR_BUCKET_CAPACITY: "1", SIDECAR_LIMIT_KEY: "integration-priority", SIDECAR_LOW_TIMEOUT: "60" }
+    const flood = { ...env, SIDECAR_QUEUE_MAX: "0" }
+    const [a, b, c] = await Promise.all([start(flood), start(flood), start(env)])
+    await eventually(async () => (await backend(a!)).replicas === 3, 5000)
+    const lows = [a!, b!].flatMap((p) => Array.from({ length: 10 }, () => chat(p, "low").then((r) => r.statusCode, () => 0)))
+    await sleep(1500)
+    for (let i = 0; i < 4; i++) {
+      const asked = performance.now()
+      expect((await chat(c!, "urgent")).statusCode).toBe(200)
+      // One token interval, plus slack for three processes on a busy machine.
+      expect(performance.now() - asked).toBeLessThan(1200)
+    }
+    void Promise.all(lows) // answered as the sidecars drain
   }, 30_000)
 
   it("Redis lost and back: local keeps serving at its share, closed answers 503 with Retry-After, both shared again within 5 s", async () => {
