@@ -2,9 +2,9 @@ import { Headers, HttpTraceContext } from "@effect/platform"
 import { Context, Duration, Effect, Either, Exit, FiberRef, LogLevel, Option, type Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { Admission } from "../Admission/Admission.js"
-import type { AdmissionRequest, Permit, UpstreamOutcome } from "../Admission/Permit.js"
+import { type AdmissionRequest, isWaiting, type Permit, type UpstreamOutcome } from "../Admission/Permit.js"
 import type { LimiterSnapshot } from "../Admission/RateLimiter.js"
-import { ClientGone, InvalidJson, type SidecarError } from "../Common/Errors.js"
+import { type AdmissionError, ClientGone, InvalidJson, type SidecarError } from "../Common/Errors.js"
 import { toErrorResponse } from "../Common/ErrorResponse.js"
 import { fromHeader, type Priority } from "../Common/Priority.js"
 import { clientAttributes, endExit, errorType, routeOf, serverAttributes } from "../Observability/HttpSpans.js"
@@ -126,7 +126,7 @@ export const makeProxy = Effect.gen(function*() {
     let next: AdmissionRequest = { priority: trail.priority, model: trail.model, clientId }
     for (;;) {
       const queueSpan = startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } })
-      const acquired = await bridge.run(admission.acquire({ ...next, span: queueSpan ?? trail.span }), signal)
+      const acquired = await acquire({ ...next, span: queueSpan ?? trail.span }, signal)
       endSpan(queueSpan)
       if (Either.isLeft(acquired)) return Either.left(acquired.left)
       const permit = acquired.right
@@ -159,6 +159,13 @@ export const makeProxy = Effect.gen(function*() {
       replyBuffered(res, up, body, { ...limitHeaders(permit, trail), ...verdict.right.headers }, now(), secretFor(request))
       return Either.right(up.status)
     }
+  }
+
+  // Admitted at once, or queued with no fiber: whoever settles the ticket completes the wait.
+  const acquire = async (request: AdmissionRequest, signal: AbortSignal): Promise<Bridge.Bridged<Permit, AdmissionError>> => {
+    const begun = await bridge.run(admission.begin(request), signal)
+    if (Either.isLeft(begun)) return Either.left(begun.left)
+    return isWaiting(begun.right) ? bridge.wait(begun.right, signal) : Either.right(begun.right)
   }
 
   // The upstream call; with tracing on it carries our traceparent, with tracing off the
