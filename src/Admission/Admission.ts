@@ -1,11 +1,10 @@
-import { Clock, Context, Duration, Effect, FiberRef, Layer, LogLevel, Option } from "effect"
+import { Clock, Context, Duration, Effect, FiberRef, Layer, LogLevel } from "effect"
 import { RateLimited, type AdmissionError } from "../Common/Errors.js"
-import { rank, type Priority } from "../Common/Priority.js"
-import { retryAfterHeaders, retryAfterMillis } from "../Common/ErrorResponse.js"
+import { rank } from "../Common/Priority.js"
 import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { Inflight, ModelSlots } from "./Inflight.js"
-import { concurrencySignal } from "./Laws/ConcurrencyCap.js"
+import { type Claimed, firstArrival, makeJudge } from "./Judge.js"
 import { type AdmissionRequest, isWaiting, type Permit, type UpstreamOutcome, type Verdict, type Waiting } from "./Permit.js"
 import { PriorityQueue } from "./PriorityQueue.js"
 import { RateLimiter } from "./RateLimiter.js"
@@ -65,43 +64,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           return { seq, attempt, waitedMs, bypassed, limits, priority: request.priority, clientId: request.client.id, mustConsult, finish } satisfies Permit
         })
 
-      const judge = (request: Claimed, seq: number, attempt: number, sentAt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
-        Effect.gen(function*() {
-          if (outcome._tag === "NotSent") {
-            yield* limiter.refund(sentAt)
-            yield* queue.refund(request.client)
-            return deliver
-          }
-          // No answer: the call stays counted, the safe side.
-          if (outcome._tag === "Failed") return deliver
-          if (outcome.status !== 429) {
-            yield* limiter.record("ok", sentAt)
-            yield* modelSlots.answered(request.model)
-            return deliver
-          }
-          // A model's workers are full: a concurrency signal, not a rate signal. The model's
-          // in-flight limit is learned; the rate and the law's count are left alone.
-          const cap = concurrencySignal(outcome.body ?? "")
-          if (cap !== undefined) {
-            yield* limiter.uncounted(sentAt)
-            yield* modelSlots.capped(request.model, cap.limit)
-            if (debug) yield* decided(request, "concurrency_capped", { seq, stated_limit: cap.limit ?? null })
-          } else {
-            // An upstream 429 before any byte reached the client: the law hears of it, a
-            // Retry-After pauses dispatch, and the request retries with its seq while retries last.
-            const pause = retryAfterMillis(outcome.retryAfter, yield* Clock.currentTimeMillis)
-            yield* limiter.record("throttled", sentAt, Option.getOrUndefined(pause))
-            if (Option.isSome(pause)) yield* limiter.pauseFor(pause.value)
-          }
-          if (attempt < config.maxRetries) {
-            const arrivedAt = firstArrival(request, yield* Clock.currentTimeMillis)
-            const next: AdmissionRequest = { priority: request.claimed, model: request.model, clientId: request.clientId, span: request.span }
-            return { _tag: "Retry", next: { ...next, retry: { seq, attempt: attempt + 1, arrivedAt } } } as const
-          }
-          // The sidecar already retried: a client's own retries would only multiply the calls.
-          const headers = retryAfterHeaders(yield* limiter.retryAfterMs)
-          return { _tag: "Deliver", headers: config.maxRetries > 0 ? { ...headers, "x-should-retry": "false" } : headers } as const
-        })
+      const judge = makeJudge({ maxRetries: config.maxRetries, limiter, queue, modelSlots, decided: debug ? decided : undefined })
 
       // An idle queue, a free slot and a token at hand admit at once: no ticket, no dispatcher.
       const admitNow = (request: Claimed) =>
@@ -273,17 +236,8 @@ const holdingModel = (w: Waiting, leaveModel: Effect.Effect<void>): Waiting => (
   leave: Effect.zipRight(w.leave, leaveModel)
 })
 
-/** A request with its client resolved; `priority` is what it is served at, `claimed` what it asked for. */
-interface Claimed extends AdmissionRequest {
-  readonly claimed: Priority
-  readonly client: ClientState
-}
-
 /** The client of a request that names none (tests, internal callers). */
 const UNIDENTIFIED = "(unidentified)"
 
-const deliver: Verdict = { _tag: "Deliver", headers: {} }
-/** When the request (its first attempt, for a retry) reached admission. */
-const firstArrival = (request: AdmissionRequest, now: number) => request.retry?.arrivedAt ?? request.arrivedAt ?? now
 const left: TicketOutcome = { _tag: "Left" }
 const mustConsult = (status: number) => status === 429
