@@ -28,8 +28,10 @@ const CLIENT_CLOSED = 499
  * The `/v1/...` handler: plain Node from socket to socket (body buffer, undici call, pipe),
  * since an Effect fiber per request or per chunk costs 2-3x the CPU of the whole proxy (README,
  * benchmarks). It asks admission through the bridge and follows its verdicts; it decides
- * nothing itself. Runtime entries per request: acquire (limited requests only), then one at the
- * end (permit.finish with metrics and the log line); a consulted 429 adds finish + acquire.
+ * nothing itself. Runtime entries per request, each synchronous (none suspends): begin (limited
+ * requests only), then one at the end (permit.finish with metrics and the log line). A queued
+ * request adds one, run by whoever settles its ticket, and holds no fiber while it waits; leaving
+ * the queue adds one; a consulted 429 adds finish + begin.
  * `signal` aborts when the client leaves or shutdown runs out of time.
  */
 export const makeProxy = Effect.gen(function*() {
