@@ -58,4 +58,26 @@ describe("Bridge", () => {
     expect(bridge.run(Effect.sync(() => void (ran = true)), controller.signal)).toEqual(Either.left(new ClientGone()))
     expect(ran).toBe(false)
   })
+
+  it("waits for a pending result with no fiber: the settling code's effect gives the answer", async () => {
+    const { bridge } = await withLines()
+    let settle: ((rest: Effect.Effect<number, QueueFull>) => void) | undefined
+    let left = 0
+    const waited = bridge.wait({ onSettled: (settled) => void (settle = settled), leave: Effect.sync(() => void left++) }, new AbortController().signal)
+    settle?.(Effect.succeed(7))
+    expect(await waited).toEqual(Either.right(7))
+    expect(left).toBe(0)
+  })
+
+  it("runs leave and reports the client gone when the signal aborts before the pending result settles", async () => {
+    const { bridge } = await withLines()
+    const controller = new AbortController()
+    let settle: ((rest: Effect.Effect<number>) => void) | undefined
+    let left = 0
+    const waited = bridge.wait({ onSettled: (settled) => void (settle = settled), leave: Effect.sync(() => void left++) }, controller.signal)
+    controller.abort()
+    expect(await waited).toEqual(Either.left(new ClientGone()))
+    expect(left).toBe(1)
+    expect(settle).toBeDefined()
+  })
 })

@@ -85,9 +85,10 @@ describe("headers", () => {
       "proxy-authorization": "x",
       authorization: "Bearer client",
       traceparent: "00-abc",
-      "content-type": "application/json"
-    })
-    expect(out).toEqual({ authorization: "Bearer client", traceparent: "00-abc", "content-type": "application/json" })
+      "content-type": "application/json",
+      "x-request-id": "from-client"
+    }, "req-1")
+    expect(out).toEqual({ authorization: "Bearer client", traceparent: "00-abc", "content-type": "application/json", "x-request-id": "req-1" })
   })
 
   it("keeps content-length on responses but drops transfer-encoding", () => {

@@ -90,6 +90,27 @@ describe("the limited path against a real upstream", () => {
     expect(upstream.received).toHaveLength(1)
   })
 
+  it("lets a queued client that leaves go without a token or an upstream call", async () => {
+    // 60 RPM, burst 1: the first request spends the token, the next waits about a second for its own.
+    sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 60, bucketCapacity: 1 })
+    await (await chat(sidecar.url, { model: "nvidia/x" })).body.text()
+    const controller = new AbortController()
+    const gone = request(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nvidia/x", user: "gone" }), signal: controller.signal
+    }).catch(() => undefined)
+    await untilQueued(sidecar.metricsUrl, "normal", 1)
+    controller.abort()
+    await gone
+    await untilQueued(sidecar.metricsUrl, "normal", 0)
+    const next = await chat(sidecar.url, { model: "nvidia/x", user: "stays" })
+    expect(next.statusCode).toBe(200)
+    await next.body.text()
+    const calls = upstream.received.filter((r) => r.url === "/v1/chat/completions")
+    expect(calls.map((r) => r.json?.user ?? null)).toEqual([null, "stays"])
+    // The token the leaver would have spent went to the next request: one second after the first, not two.
+    expect(calls[1]!.at - calls[0]!.at).toBeLessThan(1900)
+  })
+
   it("evicts the newest low request for an urgent one when full under drop_lowest, answering it 503", async () => {
     sidecar = await startSidecar({ upstream: upstream.url, rateRpm: 1, bucketCapacity: 1, queueMax: 1, queueFullPolicy: "drop_lowest" })
     await (await chat(sidecar.url, { model: "nvidia/x" })).body.text()

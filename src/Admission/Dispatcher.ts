@@ -59,6 +59,19 @@ export const layer = Layer.scopedDiscard(
       })
     )
 
+    // While the in-flight bound bites, each release admits the next request itself when a token
+    // is at hand (what `admitOne` would do first), so this fiber is not woken once per admission.
+    yield* inflight.onRelease(Effect.gen(function*() {
+      const best = yield* queue.best
+      if (best === undefined || !(yield* limiter.tryTake(best.priority))) return false
+      const release = yield* inflight.tryAcquire
+      if (release === undefined) {
+        yield* limiter.refund()
+        return false
+      }
+      return yield* queue.settle(best, { _tag: "Admitted", release })
+    }))
+
     yield* step.pipe(Effect.forever, Effect.forkScoped)
   })
 )

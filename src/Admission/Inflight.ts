@@ -16,6 +16,11 @@ export class Inflight extends Context.Tag("sidecar/Inflight")<Inflight, {
   /** Like `acquire`, giving up (undefined) after `timeout`. */
   readonly acquireWithin: (timeout: Duration.Duration) => Effect.Effect<Effect.Effect<void> | undefined>
   readonly used: Effect.Effect<number>
+  /**
+   * Sets what a release runs first, in the releaser's stack: true when it put the freed slot to
+   * use itself, so no waiter need wake. One hook (the dispatcher's); a release inside it just wakes.
+   */
+  readonly onRelease: (handOff: Effect.Effect<boolean>) => Effect.Effect<void>
 }>() {
   static readonly layer = Layer.effect(Inflight, Effect.map(SidecarConfig, (config) => make(config.maxInflight)))
 }
@@ -23,17 +28,22 @@ export class Inflight extends Context.Tag("sidecar/Inflight")<Inflight, {
 const make = (max: number): Inflight["Type"] => {
   let used = 0
   const freed = new Signal()
-  const release = () => {
+  let handOff: Effect.Effect<boolean> | undefined
+  let handing = false
+  const wake = Effect.sync(() => freed.fire())
+  const release = (): Effect.Effect<void> => {
     used = Math.max(0, used - 1)
-    freed.fire()
+    if (handOff === undefined || handing) return wake
+    handing = true
+    return Effect.flatMap(Effect.ensuring(handOff, Effect.sync(() => void (handing = false))), (handed) => (handed ? Effect.void : wake))
   }
   // One release per acquisition, however often it runs.
   const releaser = (): Effect.Effect<void> => {
     let done = false
-    return Effect.sync(() => {
-      if (done) return
+    return Effect.suspend(() => {
+      if (done) return Effect.void
       done = true
-      release()
+      return release()
     })
   }
   const take = () => (used < max ? (used++, releaser()) : undefined)
@@ -61,7 +71,8 @@ const make = (max: number): Inflight["Type"] => {
     tryAcquire: Effect.sync(take),
     acquire,
     acquireWithin,
-    used: Effect.sync(() => used)
+    used: Effect.sync(() => used),
+    onRelease: (next) => Effect.sync(() => void (handOff = next))
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Effect, Tracer } from "effect"
+import type { AdmissionError } from "../Common/Errors.js"
 import type { Priority } from "../Common/Priority.js"
 import type { LimiterSnapshot } from "./RateLimiter.js"
 
@@ -62,3 +63,17 @@ export type Verdict =
   | { readonly _tag: "Deliver"; readonly headers: Readonly<Record<string, string>> }
   /** Drop the answer and acquire again with `next`. */
   | { readonly _tag: "Retry"; readonly next: AdmissionRequest }
+
+/**
+ * A request waiting in the queue, with no fiber of its own: whoever settles its ticket calls
+ * `onSettled` back at once, with the effect that completes the admission (run it right away).
+ */
+export interface Waiting {
+  readonly _tag: "Waiting"
+  /** Registers the one callback; called synchronously by the settling code, or now if settled. */
+  readonly onSettled: (settled: (rest: Effect.Effect<Permit, AdmissionError>) => void) => void
+  /** The waiter left: its ticket leaves the queue (admitted meanwhile: slot and tokens go back). No callback follows. */
+  readonly leave: Effect.Effect<void>
+}
+
+export const isWaiting = (admitted: Permit | Waiting): admitted is Waiting => "onSettled" in admitted

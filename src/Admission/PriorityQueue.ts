@@ -56,6 +56,8 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
   readonly settle: (ticket: Ticket, outcome: TicketOutcome) => Effect.Effect<boolean>
   /** Open, nobody waiting, and `client` within its own rate: its newcomer would be first in line. */
   readonly idle: (client: ClientState) => Effect.Effect<boolean>
+  /** The best waiting request, if any, without removing it. */
+  readonly best: Effect.Effect<Ticket | undefined>
   /** Waits until a request is waiting; returns the best one without removing it. */
   readonly head: Effect.Effect<Ticket>
   /** Completes once `ticket` is no longer the best waiting request. */
@@ -179,6 +181,7 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
         clientWaitMs: (client) => Effect.sync(() => Math.max(0, clients.dueAt(client, now()) - now())),
         settle,
         idle: (client) => Effect.sync(() => !closed && queue.size === 0 && client.parkedUntil === 0),
+        best: Effect.sync(() => queue.best()),
         head,
         headChanged,
         close: Effect.sync(() => {

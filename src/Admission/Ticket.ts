@@ -34,8 +34,15 @@ export type TicketOutcome =
   | { readonly _tag: "Refused"; readonly error: AdmissionError }
   | { readonly _tag: "Left" }
 
+// Every field written out, in one order: a spread would give tickets a slower, dictionary-like shape.
 export const makeTicket = (fields: Pick<Ticket, "seq" | "priority" | "client" | "model" | "enqueuedAt" | "deadline" | "span">): Ticket => ({
-  ...fields,
+  seq: fields.seq,
+  priority: fields.priority,
+  client: fields.client,
+  model: fields.model,
+  enqueuedAt: fields.enqueuedAt,
+  deadline: fields.deadline,
+  span: fields.span,
   resume: undefined,
   outcome: undefined,
   prev: undefined,

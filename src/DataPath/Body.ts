@@ -30,6 +30,9 @@ export const readBody = (req: IncomingMessage, limits: BodyLimits): Promise<Eith
       req.off("end", onEnd)
       req.off("close", onGone)
       req.off("error", onGone)
+      // setTimeout(0) stops the timer but leaves its listener, which would keep this closure
+      // (and the chunks) alive as long as the request: a queued request waits for minutes.
+      req.off("timeout", onIdle)
       req.setTimeout(0)
       resolve(outcome)
     }
@@ -46,7 +49,8 @@ export const readBody = (req: IncomingMessage, limits: BodyLimits): Promise<Eith
     req.on("end", onEnd)
     req.on("close", onGone)
     req.on("error", onGone)
-    req.setTimeout(limits.idleMs, () => settle(Either.left(new RequestTimeout({ phase: "body" }))))
+    const onIdle = () => settle(Either.left(new RequestTimeout({ phase: "body" })))
+    req.setTimeout(limits.idleMs, onIdle)
   })
 
 export interface JsonBody {

@@ -11,6 +11,18 @@ export type Bridged<A, E> = Either.Either<A, E | Defect | ClientGone>
  */
 export interface Bridge {
   readonly run: <A, E>(effect: Effect.Effect<A, E>, signal?: AbortSignal) => Bridged<A, E> | Promise<Bridged<A, E>>
+  /**
+   * Waits for `pending` with no fiber: the Promise settles with the result of the effect it is
+   * called back with (run at once, in the caller's stack), or with ClientGone after `leave` ran
+   * when `signal` aborts first.
+   */
+  readonly wait: <A, E>(pending: Pending<A, E>, signal: AbortSignal) => Promise<Bridged<A, E>>
+}
+
+/** Something settled later by plain code, e.g. a queued admission (Admission's `Waiting`). */
+export interface Pending<A, E> {
+  readonly onSettled: (settled: (rest: Effect.Effect<A, E>) => void) => void
+  readonly leave: Effect.Effect<void>
 }
 
 export const make: Effect.Effect<Bridge> = Effect.map(Effect.runtime<never>(), (runtime) => {
@@ -41,7 +53,21 @@ export const make: Effect.Effect<Bridge> = Effect.map(Effect.runtime<never>(), (
     })
   }
 
-  return { run }
+  const wait = <A, E>(pending: Pending<A, E>, signal: AbortSignal): Promise<Bridged<A, E>> =>
+    new Promise((resolve) => {
+      const onAbort = () => {
+        run(pending.leave)
+        resolve(Either.left(clientGone))
+      }
+      if (signal.aborted) return onAbort()
+      signal.addEventListener("abort", onAbort, { once: true })
+      pending.onSettled((rest) => {
+        signal.removeEventListener("abort", onAbort)
+        resolve(run(rest, signal))
+      })
+    })
+
+  return { run, wait }
 })
 
 const clientGone = new ClientGone()

@@ -10,8 +10,12 @@ const requestDrop = new Set([...responseDrop, "host", "content-length", "expect"
 
 export type HeaderRecord = Record<string, string | Array<string>>
 
-/** Headers to send upstream: hop-by-hop and `Connection`-listed headers removed. */
-export const requestHeaders = (incoming: IncomingHttpHeaders): HeaderRecord => filter(incoming, requestDrop)
+/** Headers to send upstream: hop-by-hop and `Connection`-listed headers removed, our request id set. */
+export const requestHeaders = (incoming: IncomingHttpHeaders, requestId: string): HeaderRecord => {
+  const out = filter(incoming, requestDrop)
+  out["x-request-id"] = requestId
+  return out
+}
 
 /** Upstream response headers to pass back to the client; the upstream's own request id keeps a name of its own. */
 export const responseHeaders = (incoming: IncomingHttpHeaders | Record<string, string | Array<string> | undefined>): HeaderRecord => {
