@@ -13,7 +13,7 @@ const perSecond = { rateRpm: 60, bucketCapacity: 1, lowTimeout: Duration.minutes
 
 const settle = TestClock.adjust("0 millis")
 const isDone = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isSome)
-const emptyBucket = Effect.flatMap(RateLimiter, (b) => b.take)
+const emptyBucket = Effect.flatMap(RateLimiter, (b) => b.take())
 
 /** Forks an admission of `client` that records `label` when admitted; lets it reach the queue. */
 const enqueue = (client: string, priority: Priority, order?: Ref.Ref<ReadonlyArray<string>>, label = client) =>

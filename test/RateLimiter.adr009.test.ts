@@ -31,8 +31,8 @@ describe("ADR-009 through RateLimiter", () => {
       // Retreat to the 5 rpm floor; recovery from 180 s climbs 2 rpm per step, all in "recover".
       yield* TestClock.setTime(185_000)
       assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 9 })
-      yield* bucket.take // the one token (capacity 1)
-      const waiting = yield* Effect.fork(bucket.take) // at 9 rpm: due at 191.667 s
+      yield* bucket.take() // the one token (capacity 1)
+      const waiting = yield* Effect.fork(bucket.take()) // at 9 rpm: due at 191.667 s
       yield* TestClock.setTime(190_000)
       assert.deepStrictEqual(yield* state, { mode: "recover", rpm: 11 })
       // 0.75 token earned by 190 s at 9 rpm, the rest at 11 rpm: due at 191.364 s.
@@ -173,7 +173,7 @@ describe("ADR-009 through RateLimiter", () => {
             for (let r = 0; r < rounds; r++) {
               yield* bucket.record(i < 10 ? "throttled" : "ok", 0)
               yield* Effect.yieldNow()
-              yield* bucket.take
+              yield* bucket.take()
               min = Math.min(min, (yield* bucket.snapshot).tokens)
               yield* Effect.yieldNow()
             }

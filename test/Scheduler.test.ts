@@ -13,7 +13,7 @@ const slow = { rateRpm: 3, bucketCapacity: 1, lowTimeout: Duration.minutes(10) }
 const settle = TestClock.adjust("0 millis")
 const isDone = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isSome)
 
-const emptyBucket = Effect.flatMap(RateLimiter, (b) => b.take)
+const emptyBucket = Effect.flatMap(RateLimiter, (b) => b.take())
 
 /** Forks `admit` and lets it reach the queue, so forks enqueue in program order. */
 const enqueue = (priority: Priority, seq?: number) =>

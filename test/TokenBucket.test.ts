@@ -25,11 +25,11 @@ describe("RateLimiter", () => {
       assert.strictEqual(start.capacity, 40)
       assert.strictEqual(start.nextTokenInMs, 0)
 
-      const burst = yield* Effect.fork(Effect.replicateEffect(bucket.take, 40))
+      const burst = yield* Effect.fork(Effect.replicateEffect(bucket.take(), 40))
       yield* settle
       assert.isTrue(yield* isDone(burst), "40 takes need no time")
 
-      const forty1st = yield* Effect.fork(bucket.take)
+      const forty1st = yield* Effect.fork(bucket.take())
       yield* settle
       assert.isFalse(yield* isDone(forty1st), "the 41st waits for a refill")
       assert.strictEqual((yield* bucket.snapshot).nextTokenInMs, 1500)
@@ -38,9 +38,9 @@ describe("RateLimiter", () => {
   it.effect("makes the next caller wait for the refill interval (60 rpm: 1 s)", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* bucket.take
+      yield* bucket.take()
 
-      const waiter = yield* Effect.fork(bucket.take)
+      const waiter = yield* Effect.fork(bucket.take())
       yield* TestClock.adjust("999 millis")
       assert.isFalse(yield* isDone(waiter), "still waiting at 999 ms")
       yield* TestClock.adjust("1 millis")
@@ -52,9 +52,9 @@ describe("RateLimiter", () => {
   it.effect("makes the next caller wait for the refill interval (2 rpm: 30 s)", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* bucket.take
+      yield* bucket.take()
 
-      const waiter = yield* Effect.fork(bucket.take)
+      const waiter = yield* Effect.fork(bucket.take())
       yield* TestClock.adjust("29999 millis")
       assert.isFalse(yield* isDone(waiter), "still waiting after 29.999 s")
       yield* TestClock.adjust("1 millis")
@@ -65,7 +65,7 @@ describe("RateLimiter", () => {
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
       const admitted = yield* Ref.make(0)
-      yield* bucket.take.pipe(Effect.zipRight(Ref.update(admitted, (n) => n + 1)), Effect.forever, Effect.fork)
+      yield* bucket.take().pipe(Effect.zipRight(Ref.update(admitted, (n) => n + 1)), Effect.forever, Effect.fork)
 
       yield* settle
       assert.strictEqual(yield* Ref.get(admitted), 40, "the initial burst")
@@ -83,7 +83,7 @@ describe("RateLimiter", () => {
   it.effect("keeps accrued tokens across a hot rate change and applies the new rate at once", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* Effect.replicateEffect(bucket.take, 10)
+      yield* Effect.replicateEffect(bucket.take(), 10)
       yield* TestClock.setTime(5_000) // 5 tokens accrued at 60 rpm
       yield* bucket.configure({ rateRpm: 12 })
 
@@ -92,12 +92,12 @@ describe("RateLimiter", () => {
       assert.strictEqual(changed.baseRpm, 12)
       assert.strictEqual(changed.effectiveRpm, 12)
 
-      const accrued = yield* Effect.fork(Effect.replicateEffect(bucket.take, 5))
+      const accrued = yield* Effect.fork(Effect.replicateEffect(bucket.take(), 5))
       yield* settle
       assert.isTrue(yield* isDone(accrued), "the 5 accrued tokens are still there")
 
       // 12 rpm: the next token 5 s later, not 1 s as at 60 rpm.
-      const next = yield* Effect.fork(bucket.take)
+      const next = yield* Effect.fork(bucket.take())
       yield* TestClock.setTime(9_999)
       assert.isFalse(yield* isDone(next))
       yield* TestClock.setTime(10_000)
@@ -107,8 +107,8 @@ describe("RateLimiter", () => {
   it.effect("lets a hot rate increase shorten the wait of a caller already waiting", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* bucket.take
-      const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
+      yield* bucket.take()
+      const waiter = yield* Effect.fork(bucket.take()) // due at 20 s at 3 rpm
       yield* TestClock.setTime(5_000) // 0.25 token accrued
       yield* bucket.configure({ rateRpm: 60 }) // the missing 0.75 takes 750 ms now
 
@@ -121,8 +121,8 @@ describe("RateLimiter", () => {
   it.effect("hands a refunded token to a caller already waiting", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* bucket.take
-      const waiter = yield* Effect.fork(bucket.take) // due at 20 s at 3 rpm
+      yield* bucket.take()
+      const waiter = yield* Effect.fork(bucket.take()) // due at 20 s at 3 rpm
       yield* TestClock.setTime(5_000)
       assert.isFalse(yield* isDone(waiter))
       yield* bucket.refund()
@@ -141,10 +141,10 @@ describe("RateLimiter", () => {
       yield* TestClock.setTime(60_000)
       assert.strictEqual((yield* bucket.snapshot).tokens, 5, "refill stops at the new capacity")
 
-      const five = yield* Effect.fork(Effect.replicateEffect(bucket.take, 5))
+      const five = yield* Effect.fork(Effect.replicateEffect(bucket.take(), 5))
       yield* settle
       assert.isTrue(yield* isDone(five))
-      const sixth = yield* Effect.fork(bucket.take)
+      const sixth = yield* Effect.fork(bucket.take())
       yield* settle
       assert.isFalse(yield* isDone(sixth))
     }).pipe(Effect.provide(Default40)))
@@ -155,7 +155,7 @@ describe("RateLimiter", () => {
       yield* bucket.pauseFor(10_000)
       assert.strictEqual((yield* bucket.snapshot).pausedForMs, 10_000)
 
-      const waiter = yield* Effect.fork(bucket.take)
+      const waiter = yield* Effect.fork(bucket.take())
       yield* TestClock.setTime(9_999)
       assert.isFalse(yield* isDone(waiter))
       yield* TestClock.setTime(10_000)
@@ -174,12 +174,12 @@ describe("RateLimiter", () => {
   it.effect("refund gives a taken token back", () =>
     Effect.gen(function*() {
       const bucket = yield* RateLimiter
-      yield* bucket.take
+      yield* bucket.take()
       assert.strictEqual((yield* bucket.snapshot).tokens, 0)
       yield* bucket.refund()
       assert.strictEqual((yield* bucket.snapshot).tokens, 1)
 
-      const taker = yield* Effect.fork(bucket.take)
+      const taker = yield* Effect.fork(bucket.take())
       yield* settle
       assert.isTrue(yield* isDone(taker), "the refunded token is taken at once")
     }).pipe(Effect.provide(TwoPerMinute)))

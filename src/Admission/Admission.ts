@@ -106,7 +106,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           if (!(yield* queue.idle(request.client))) return undefined
           const release = yield* inflight.tryAcquire
           if (release === undefined) return undefined
-          if (!(yield* limiter.tryTake)) {
+          if (!(yield* limiter.tryTake(request.priority))) {
             yield* release
             return undefined
           }
@@ -154,7 +154,7 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           const tokenTimeout = new RateLimited({ reason: "token_timeout", retryAfterMs: 1000 })
           const release = yield* inflight.acquireWithin(yield* left())
           if (release === undefined) return yield* tokenTimeout
-          yield* limiter.take.pipe(
+          yield* limiter.take(request.priority).pipe(
             Effect.timeoutFail({ duration: yield* left(), onTimeout: () => tokenTimeout }),
             Effect.onError(() => release)
           )

@@ -53,6 +53,10 @@ export interface ControlLaw {
   /** The most tokens the bucket may hold now; Infinity leaves the configured capacity alone. */
   readonly burst: number
   view(now: number): ControlView
+  /** What the law has learned, as JSON: a shared limit's next leader restores it and continues. */
+  save(): string
+  /** Continues from `save()` of the same law; anything else it cannot read is left as it is. The configured rate stays this law's own. */
+  restore(state: string): void
 }
 
 export const stepMs = 5_000

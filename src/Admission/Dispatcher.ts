@@ -19,22 +19,25 @@ export const layer = Layer.scopedDiscard(
         // A token at hand needs no waiting. Otherwise a low request at the head waits at most
         // lowTimeout; if the head changes (it left, or a better one arrived) the wait starts over.
         const { lowTimeout } = yield* queue.settings
-        if (yield* limiter.tryTake) return yield* admitBest(release)
+        if (yield* limiter.tryTake(head.priority)) return yield* admitBest(release)
         // The wait is charged to the request at the head while it lasts.
         const span = head.span === undefined
           ? undefined
           : yield* Effect.makeSpan("sidecar.token_wait", { parent: head.span, captureStackTrace: false, attributes: { "sidecar.priority": head.priority } })
+        // A shared limit that is unreachable (closed mode) refuses the head at once.
+        const take = Effect.catchAll(Effect.as(limiter.take(head.priority), "token" as const), Effect.succeed)
         const outcome = yield* Effect.race(
           head.priority === "low"
-            ? Effect.map(Effect.timeoutOption(limiter.take, lowTimeout), (t) => (Option.isSome(t) ? "token" as const : "expired" as const))
-            : Effect.as(limiter.take, "token" as const),
+            ? Effect.map(Effect.timeoutOption(take, lowTimeout), Option.getOrElse(() => "expired" as const))
+            : take,
           Effect.as(queue.headChanged(head), "changed" as const)
         )
         if (span !== undefined) {
           // Ended by hand, always OK: a wait that restarts is not an error (and carries no Effect internals).
-          span.attribute("sidecar.token_wait.outcome", outcome)
+          span.attribute("sidecar.token_wait.outcome", typeof outcome === "object" ? "unavailable" : outcome)
           span.end(yield* Clock.currentTimeNanos, Exit.void)
         }
+        if (typeof outcome === "object") return yield* Effect.as(queue.settle(head, { _tag: "Refused", error: outcome }), false)
         if (outcome === "expired") {
           const retryAfterMs = yield* limiter.retryAfterMs
           yield* queue.settle(head, { _tag: "Refused", error: new RateLimited({ reason: "low_priority_timeout", retryAfterMs }) })

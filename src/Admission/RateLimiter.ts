@@ -1,5 +1,7 @@
 import { Context, Deferred, Duration, Effect, Layer, Ref, Schedule } from "effect"
-import { SidecarConfig } from "../Config/SidecarConfig.js"
+import type { SharedLimitUnavailable } from "../Common/Errors.js"
+import type { Priority } from "../Common/Priority.js"
+import { SidecarConfig, type SidecarConfigShape } from "../Config/SidecarConfig.js"
 import { type ControlChange, type ControlLaw, type ControlLawName, stepMs } from "./ControlLaw.js"
 import { laws } from "./ControlLaws.js"
 
@@ -19,6 +21,43 @@ export interface LimiterSnapshot {
   readonly nextTokenInMs: number
   /** Millis until dispatch may resume: a Retry-After pause, or the law holding calls back. */
   readonly pausedForMs: number
+  readonly backend: BackendView
+}
+
+/** Where the limit lives (`/status` → `limiter.backend`). */
+export interface BackendView {
+  /** local: this process alone; redis: shared with the replicas of the same limit key. */
+  readonly kind: "local" | "redis"
+  /** single: no Redis configured; shared: limited through Redis; local_fallback / closed: Redis unreachable (SIDECAR_REDIS_FAILURE). */
+  readonly state: BackendState
+  readonly healthy: boolean
+  /** Replicas with a live heartbeat, this one included (the last count seen while Redis answered). */
+  readonly replicas: number
+  readonly replicaIds: ReadonlyArray<string>
+  readonly replicaId: string | null
+  /** This replica runs the shared control law. */
+  readonly leader: boolean
+  readonly limitKey: string | null
+  /** Credentials masked. */
+  readonly url: string | null
+  readonly failureMode: "local" | "closed" | null
+  readonly lastError: string | null
+}
+
+export type BackendState = "single" | "shared" | "local_fallback" | "closed"
+
+export const singleBackend: BackendView = {
+  kind: "local",
+  state: "single",
+  healthy: true,
+  replicas: 1,
+  replicaIds: [],
+  replicaId: null,
+  leader: true,
+  limitKey: null,
+  url: null,
+  failureMode: null,
+  lastError: null
 }
 
 /**
@@ -26,10 +65,14 @@ export interface LimiterSnapshot {
  * (SIDECAR_RATE_CONTROL) sets from upstream answers. A shared (Redis) limiter replaces this service.
  */
 export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter, {
-  /** Waits on the Clock until a token is available (and any pause is over), then consumes it. */
-  readonly take: Effect.Effect<void>
+  /**
+   * Waits on the Clock until a token is available (and any pause is over), then consumes it.
+   * `priority` is the waiting request's: a shared limit serves the replicas' best waiter first.
+   * Fails only while a shared limit is unreachable with SIDECAR_REDIS_FAILURE=closed.
+   */
+  readonly take: (priority?: Priority) => Effect.Effect<void, SharedLimitUnavailable>
   /** Takes a token only if one is available now (and dispatch is not paused). */
-  readonly tryTake: Effect.Effect<boolean>
+  readonly tryTake: (priority?: Priority) => Effect.Effect<boolean>
   /** A call went upstream: the law counts it (its `sentAt` is now). */
   readonly dispatched: Effect.Effect<number>
   /** Gives back the token of a call that never happened (sent at `sentAt`, if it was counted). */
@@ -46,10 +89,11 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
   /** When a request could be admitted again, at least 1 s: the next token or the end of a pause. */
   readonly retryAfterMs: Effect.Effect<number>
 }>() {
-  static readonly layer = Layer.scoped(
-    RateLimiter,
+  static readonly layer = Layer.scoped(RateLimiter, Effect.flatMap(SidecarConfig, (config) => RateLimiter.make(config)))
+
+  /** One in-process limiter: the single-process service, and a shared limit's fallback. */
+  static readonly make = (config: Pick<SidecarConfigShape, "rateRpm" | "bucketCapacity" | "rateControl">) =>
     Effect.gen(function*() {
-      const config = yield* SidecarConfig
       // The clock is read through the captured service: cheaper per call, still the TestClock in tests.
       const clock = yield* Effect.clock
       const started = clock.unsafeCurrentTimeMillis()
@@ -131,15 +175,17 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
           rate429: view.rate429,
           quotaEstimateRpm: view.quotaEstimateRpm,
           nextTokenInMs: s.tokens >= 1 ? 0 : untilNextToken(s, law),
-          pausedForMs: Math.max(0, s.pausedUntil - now, law.dispatchAt(now) - now)
+          pausedForMs: Math.max(0, s.pausedUntil - now, law.dispatchAt(now) - now),
+          backend: singleBackend
         }, s]
       })
 
       yield* evaluate.pipe(Effect.repeat(Schedule.spaced(Duration.millis(stepMs))), Effect.forkScoped)
 
+      const tryTakeNow = Effect.map(tryTake, (wait) => wait === 0)
       return RateLimiter.of({
-        take,
-        tryTake: Effect.map(tryTake, (wait) => wait === 0),
+        take: () => take,
+        tryTake: () => tryTakeNow,
         dispatched: withNow((s, now) => {
           law.dispatched(now)
           return [now, s] as const
@@ -171,7 +217,6 @@ export class RateLimiter extends Context.Tag("sidecar/RateLimiter")<RateLimiter,
         retryAfterMs: Effect.map(snapshot, (b) => Math.max(1000, b.nextTokenInMs, b.pausedForMs))
       })
     })
-  )
 }
 
 interface State {

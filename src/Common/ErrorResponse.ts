@@ -37,6 +37,8 @@ export const toErrorResponse = (error: SidecarError): ErrorResponse => {
       return openAiError(503, "server_error", "queue_full", `Request queue is full (${error.capacity})`, retryAfterHeaders(1000))
     case "Evicted":
       return openAiError(503, "server_error", "queue_full", "Evicted from the full queue by a higher-priority request", retryAfterHeaders(1000))
+    case "SharedLimitUnavailable":
+      return openAiError(503, "server_error", "limit_backend_unavailable", "The shared rate limit (Redis) is unreachable; limited requests are refused until it is back", retryAfterHeaders(error.retryAfterMs))
     case "ShuttingDown":
       return openAiError(503, "server_error", "shutting_down", "Sidecar is shutting down", { ...retryAfterHeaders(1000), connection: "close" })
     case "AdminUnauthorized":

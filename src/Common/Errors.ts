@@ -55,6 +55,11 @@ export class QueueFull extends Schema.TaggedError<QueueFull>()("QueueFull", {
 /** Pushed out of a full queue by a higher-priority newcomer (`drop_lowest`). */
 export class Evicted extends Schema.TaggedError<Evicted>()("Evicted", {}) {}
 
+/** The shared limit's Redis is unreachable and SIDECAR_REDIS_FAILURE=closed: limited requests are refused until it is back. */
+export class SharedLimitUnavailable extends Schema.TaggedError<SharedLimitUnavailable>()("SharedLimitUnavailable", {
+  retryAfterMs: Schema.Number
+}) {}
+
 export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()("ShuttingDown", {}) {}
 
 export class AdminUnauthorized extends Schema.TaggedError<AdminUnauthorized>()("AdminUnauthorized", {
@@ -77,7 +82,7 @@ export class ClientGone extends Schema.TaggedError<ClientGone>()("ClientGone", {
 export class Defect extends Schema.TaggedError<Defect>()("Defect", {}) {}
 
 /** Ways a queued request can fail to be admitted. */
-export type AdmissionError = RateLimited | QueueFull | Evicted | ShuttingDown
+export type AdmissionError = RateLimited | QueueFull | Evicted | ShuttingDown | SharedLimitUnavailable
 
 export type SidecarError =
   | InvalidPath

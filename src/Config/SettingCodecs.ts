@@ -127,6 +127,10 @@ export const address = codec(Schema.String, stringWhere((s) => /^\S+$/.test(s)),
 
 export const httpUrl = codec(Schema.String, stringWhere((s) => urlWith(s, ["http:", "https:"]) !== undefined), "an http(s) URL")
 
+export const redisUrl = codec(Schema.String, stringWhere((s) => urlWith(s, ["redis:", "rediss:"]) !== undefined), "a redis:// or rediss:// URL")
+
+export const limitKey = codec(Schema.String, stringWhere((s) => /^[A-Za-z0-9._:-]{1,100}$/.test(s)), "1-100 of A-Z a-z 0-9 . _ : -")
+
 export const aliases = codec(
   ListText,
   Schema.transform(Schema.Array(Schema.String).pipe(Schema.minItems(1)), Schema.Array(Schema.String), {

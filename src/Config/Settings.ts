@@ -5,7 +5,7 @@ import * as C from "./SettingCodecs.js"
 export const QueueFullPolicy = C.oneOf("passthrough", "reject", "drop_lowest")
 export type QueueFullPolicy = typeof QueueFullPolicy.value.Type
 
-export type Group = "listening" | "browsers" | "upstreams" | "rate limit" | "queue" | "requests" | "lifecycle and operations"
+export type Group = "listening" | "browsers" | "upstreams" | "rate limit" | "shared limit" | "queue" | "requests" | "lifecycle and operations"
 
 /** One setting, described once: everything else (`--help`, `.env.example`, the README table, YAML keys,
  * the admin patch schema, the config shape) is derived from these entries. */
@@ -105,6 +105,23 @@ export const settings = {
   SIDECAR_MAX_RETRIES: {
     field: "maxRetries", yaml: "max_retries", group: "rate limit", default: "2", schema: C.nonNegativeInt,
     doc: "internal retries of an upstream 429 before the client sees it"
+  },
+  SIDECAR_REDIS_URL: {
+    field: "redisUrl", yaml: "redis_url", group: "shared limit", default: undefined, schema: C.redisUrl,
+    doc: "Redis holding a limit shared by replicas (redis:// or rediss://); unset = this process alone",
+    note: [
+      "Replicas with the same limit key share one token bucket, one learned rate and priority.",
+      "A password in the URL is never logged or shown."
+    ]
+  },
+  SIDECAR_REDIS_FAILURE: {
+    field: "redisFailure", yaml: "redis_failure", group: "shared limit", default: "local", schema: C.oneOf("local", "closed"),
+    doc: "when Redis is unreachable",
+    note: ["local: each replica limits itself to its share (rate / last known replica count);", "closed: limited requests answer 503 with Retry-After until Redis is back."]
+  },
+  SIDECAR_LIMIT_KEY: {
+    field: "limitKey", yaml: "limit_key", group: "shared limit", default: undefined, schema: C.limitKey,
+    doc: "name of the shared limit; default: a hash of the upstream URL and of the API key (never the key)"
   },
   SIDECAR_QUEUE_MAX: {
     field: "queueMax", yaml: "queue_max", group: "queue", default: "500", schema: C.nonNegativeInt, hot: "queue_max_size",

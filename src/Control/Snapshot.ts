@@ -1,7 +1,7 @@
 import { Clock, Context, Effect, Layer, Schedule, Stream } from "effect"
 import { Inflight, ModelSlots } from "../Admission/Inflight.js"
 import { PriorityQueue } from "../Admission/PriorityQueue.js"
-import { RateLimiter } from "../Admission/RateLimiter.js"
+import { type BackendState, RateLimiter } from "../Admission/RateLimiter.js"
 import type { ClientStats } from "../Admission/ClientTable.js"
 import type { Priority } from "../Common/Priority.js"
 import { Metrics } from "../Observability/Metrics.js"
@@ -42,6 +42,22 @@ export interface StateSnapshot {
     readonly model_inflight_limits: Readonly<Record<string, number>>
   }
   readonly inflight: number
+  /** Where the limit lives: this process alone, or shared through Redis with the replicas seen. */
+  readonly limiter: {
+    readonly backend: {
+      readonly kind: "local" | "redis"
+      readonly state: BackendState
+      readonly healthy: boolean
+      readonly replicas: number
+      readonly replica_ids: ReadonlyArray<string>
+      readonly replica_id: string | null
+      readonly leader: boolean
+      readonly limit_key: string | null
+      readonly url: string | null
+      readonly failure_mode: "local" | "closed" | null
+      readonly last_error: string | null
+    }
+  }
 }
 
 export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
@@ -93,7 +109,22 @@ export class Snapshot extends Context.Tag("sidecar/Snapshot")<Snapshot, {
             quota_estimate_rpm: b.quotaEstimateRpm === null ? null : round2(b.quotaEstimateRpm),
             model_inflight_limits: yield* modelSlots.limits
           },
-          inflight: yield* inflight.used
+          inflight: yield* inflight.used,
+          limiter: {
+            backend: {
+              kind: b.backend.kind,
+              state: b.backend.state,
+              healthy: b.backend.healthy,
+              replicas: b.backend.replicas,
+              replica_ids: b.backend.replicaIds,
+              replica_id: b.backend.replicaId,
+              leader: b.backend.leader,
+              limit_key: b.backend.limitKey,
+              url: b.backend.url,
+              failure_mode: b.backend.failureMode,
+              last_error: b.backend.lastError
+            }
+          }
         } satisfies StateSnapshot
       })
 

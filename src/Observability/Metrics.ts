@@ -2,6 +2,7 @@ import { Clock, Context, Effect, Layer } from "effect"
 import * as Prom from "prom-client"
 import { priorities, type Priority } from "../Common/Priority.js"
 import { SlidingCounts } from "../Common/SlidingCounts.js"
+import type { BackendState } from "../Admission/RateLimiter.js"
 
 /** Current values for the gauges, read at scrape time. */
 export interface GaugeValues {
@@ -19,6 +20,8 @@ export interface GaugeValues {
   readonly quotaEstimateRpm?: number
   /** The queue bound (`SIDECAR_QUEUE_MAX`, hot-changeable); 0 until a caller supplies it. */
   readonly queueMax?: number
+  /** Where the limit lives, and the replicas sharing it (1 without Redis). */
+  readonly backend?: { readonly state: BackendState; readonly replicas: number }
 }
 
 export interface RequestCounts {
@@ -44,6 +47,8 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
   readonly streamFirstByte: (priority: Priority, seconds: number) => Effect.Effect<void>
   /** Token usage the upstream reported for one answer; negative or non-finite counts are ignored. */
   readonly tokensUsed: (prompt: number, completion: number) => Effect.Effect<void>
+  /** The shared limit switched state (Redis lost or back). */
+  readonly backendSwitched: (to: BackendState) => Effect.Effect<void>
   readonly requestCounts: Effect.Effect<RequestCounts>
   /** Prometheus text exposition with the gauges set to `gauges`. */
   readonly render: (gauges: GaugeValues) => Effect.Effect<{ readonly contentType: string; readonly body: string }>
@@ -79,6 +84,7 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
       for (const status of upstreamErrorStatuses) m.upstreamErrors.inc({ status_code: String(status), provider: "primary" }, 0)
       promptTokens.inc(0)
       completionTokens.inc(0)
+      for (const state of backendStates) m.backendSwitches.inc({ to: state }, 0)
 
       return Metrics.of({
         requestCompleted: (priority, status) =>
@@ -101,6 +107,7 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
             if (countable(prompt)) promptTokens.inc(prompt)
             if (countable(completion)) completionTokens.inc(completion)
           }),
+        backendSwitched: (to) => Effect.sync(() => m.backendSwitches.inc({ to })),
         requestCounts: Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => counts.read(now))),
         render: (g) =>
           Effect.promise(() => {
@@ -115,6 +122,10 @@ export class Metrics extends Context.Tag("sidecar/Metrics")<Metrics, {
             if (g.configuredRpm !== undefined) m.configuredRpm.set(finiteOrZero(g.configuredRpm))
             if (g.quotaEstimateRpm !== undefined) m.quotaEstimateRpm.set(finiteOrZero(g.quotaEstimateRpm))
             if (g.queueMax !== undefined) m.queueMax.set(finiteOrZero(g.queueMax))
+            if (g.backend !== undefined) {
+              for (const state of backendStates) m.backendState.set({ state }, state === g.backend.state ? 1 : 0)
+              m.replicas.set(g.backend.replicas)
+            }
             return registry.metrics()
           }).pipe(Effect.map((body) => ({ contentType: registry.contentType, body })))
       })
@@ -136,6 +147,8 @@ export const ownStatuses = [200, 400, 404, 408, 413, 429, 431, 499, 500, 502, 50
  * `passthrough` only exists when configured, so its series appear on first use too.
  */
 export const upstreamErrorStatuses = [0, 429, 500, 502, 503, 504] as const
+
+const backendStates: ReadonlyArray<BackendState> = ["single", "shared", "local_fallback", "closed"]
 
 // adr009's states, and the learning law's: open (nothing learned) 0, hold (at a learned quota) 1, probe 2.
 const modeCode: Readonly<Record<string, number>> = { normal: 0, retreat: 1, recover: 2, open: 0, hold: 1, probe: 2 }
@@ -200,6 +213,9 @@ function makeInstruments(registers: Prom.Registry) {
     usageTokens: new Prom.Counter({ name: "sidecar_usage_tokens_total", help: "Tokens the upstream reported in its usage, by type (prompt, completion)", labelNames: ["type"], ...r }),
     configuredRpm: new Prom.Gauge({ name: "sidecar_configured_rate_rpm", help: "Configured rate limit, requests per minute", ...r }),
     quotaEstimateRpm: new Prom.Gauge({ name: "sidecar_quota_estimate_rpm", help: "Estimated provider quota, requests per minute (0 = not known)", ...r }),
-    queueMax: new Prom.Gauge({ name: "sidecar_queue_max", help: "Queue bound: requests that may wait at once", ...r })
+    queueMax: new Prom.Gauge({ name: "sidecar_queue_max", help: "Queue bound: requests that may wait at once", ...r }),
+    backendState: new Prom.Gauge({ name: "sidecar_limit_backend_state", help: "Where the limit lives: 1 for the current state (single, shared, local_fallback, closed)", labelNames: ["state"], ...r }),
+    backendSwitches: new Prom.Counter({ name: "sidecar_limit_backend_switches_total", help: "Switches of the shared limit's state (Redis lost or back), by the state switched to", labelNames: ["to"], ...r }),
+    replicas: new Prom.Gauge({ name: "sidecar_limit_replicas", help: "Replicas sharing the limit, this one included (1 without Redis)", ...r })
   }
 }

@@ -63,7 +63,8 @@ export class MetricsServer extends Context.Tag("sidecar/MetricsServer")<MetricsS
             queueDepth: s.queue.by_priority,
             configuredRpm: s.retreat.base_rpm,
             quotaEstimateRpm: s.control.quota_estimate_rpm ?? 0,
-            queueMax: s.queue.max
+            queueMax: s.queue.max,
+            backend: { state: s.limiter.backend.state, replicas: s.limiter.backend.replicas }
           })
           res.writeHead(200, { "content-type": contentType })
           res.end(body)

@@ -1,5 +1,6 @@
 import type { ControlChange, ControlLaw, ControlView, MakeControlLaw } from "../ControlLaw.js"
 import { Outcomes } from "./Outcomes.js"
+import { child, num, parse } from "./Saved.js"
 
 /**
  * The seed's ADR-009 retreat law, kept exactly (SIDECAR_RATE_CONTROL=adr009): 429 share over 60 s
@@ -83,6 +84,21 @@ export class Adr009 implements ControlLaw {
       rate429: this.outcomes.ratio(now, params.windowMs / 1000),
       quotaEstimateRpm: null
     }
+  }
+
+  save(): string {
+    return JSON.stringify({ law: "adr009", mode: this.mode, effectiveRpm: this.effectiveRpm, lastDecreaseAt: this.lastDecreaseAt, outcomes: this.outcomes.save() })
+  }
+
+  restore(state: string): void {
+    const s = parse(state)
+    if (s["law"] !== "adr009") return
+    const mode = s["mode"]
+    if (mode === "normal" || mode === "retreat" || mode === "recover") this.mode = mode
+    // The configured rate is this replica's own ceiling.
+    this.effectiveRpm = this.mode === "normal" ? this.baseRpm : Math.min(this.baseRpm, num(s, "effectiveRpm", this.effectiveRpm))
+    this.lastDecreaseAt = num(s, "lastDecreaseAt", this.lastDecreaseAt)
+    this.outcomes.restore(child(s, "outcomes"))
   }
 
   private decrease(now: number, reason: string): string {

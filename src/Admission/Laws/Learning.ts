@@ -1,6 +1,7 @@
 import type { ControlChange, ControlLaw, ControlView, MakeControlLaw } from "../ControlLaw.js"
 import { Outcomes } from "./Outcomes.js"
 import { calendarPossible, MinuteSends, ShapeVote } from "./QuotaShape.js"
+import { bool, child, finite, num, parse } from "./Saved.js"
 import { SendWindow } from "./SendWindow.js"
 
 /** Why each number is what it is: sim/README.md. */
@@ -169,6 +170,48 @@ export class Learning implements ControlLaw {
       rate429: this.outcomes.ratio(now, this.p.windowMs / 1000),
       quotaEstimateRpm: this.estimate
     }
+  }
+
+  save(): string {
+    return JSON.stringify({
+      law: "learning",
+      mode: this.mode, level: this.level, estimate: this.estimate, holdUntil: this.holdUntil, refusedAt: this.refusedAt, cutAt: this.cutAt,
+      probeStep: this.probeStep, streak: this.streak, streakOver: this.streakOver, streakFrom: this.streakFrom, retestFrom: this.retestFrom ?? null,
+      minuteFull: this.minuteFull, calendar: this.calendar, unsure: this.unsure, busySince: this.busySince, sustained: this.sustained,
+      lastSentAt: finite(this.lastSentAt), reported: this.reported, reason: this.reason,
+      outcomes: this.outcomes.save(), sends: this.sends.save(), minute: this.minute.save(), shape: this.shape.save()
+    })
+  }
+
+  restore(state: string): void {
+    const s = parse(state)
+    if (s["law"] !== "learning") return
+    const mode = (m: unknown, fallback: LearningMode): LearningMode => (m === "open" || m === "hold" || m === "probe" ? m : fallback)
+    this.mode = mode(s["mode"], this.mode)
+    this.reported = mode(s["reported"], this.reported)
+    // The configured rate is this replica's own ceiling.
+    this.level = Math.min(this.baseRpm, num(s, "level", this.level))
+    this.estimate = typeof s["estimate"] === "number" ? s["estimate"] : null
+    this.holdUntil = num(s, "holdUntil", this.holdUntil)
+    this.refusedAt = num(s, "refusedAt", this.refusedAt)
+    this.cutAt = num(s, "cutAt", this.cutAt)
+    this.probeStep = num(s, "probeStep", this.probeStep)
+    this.streak = num(s, "streak", this.streak)
+    this.streakOver = bool(s, "streakOver", this.streakOver)
+    this.streakFrom = num(s, "streakFrom", this.streakFrom)
+    this.retestFrom = typeof s["retestFrom"] === "number" ? s["retestFrom"] : undefined
+    this.minuteFull = bool(s, "minuteFull", this.minuteFull)
+    this.calendar = bool(s, "calendar", this.calendar)
+    this.unsure = bool(s, "unsure", this.unsure)
+    this.busySince = num(s, "busySince", this.busySince)
+    this.sustained = bool(s, "sustained", this.sustained)
+    this.lastSentAt = num(s, "lastSentAt", this.lastSentAt)
+    this.reason = typeof s["reason"] === "string" ? s["reason"] : this.reason
+    this.outcomes.restore(child(s, "outcomes"))
+    this.sends.restore(child(s, "sends"))
+    this.minute.restore(child(s, "minute"))
+    this.shape.restore(child(s, "shape"))
+    if (this.level >= this.baseRpm && this.mode !== "open") this.rebase(this.baseRpm)
   }
 
   private succeeded(sentAt: number): void {

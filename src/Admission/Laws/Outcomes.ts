@@ -1,3 +1,5 @@
+import { fill, type Saved } from "./Saved.js"
+
 /**
  * Upstream answers per second over a sliding window, in a ring of one slot per second: adding is
  * O(1) and allocation-free (it runs on every answer); reading is O(window seconds), which only
@@ -56,6 +58,16 @@ export class Outcomes {
       }
     }
     return oldest === undefined ? undefined : oldest * 1000
+  }
+
+  save(): Saved {
+    return { answers: Array.from(this.answers), throttles: Array.from(this.throttles), stamps: Array.from(this.stamps) }
+  }
+
+  restore(saved: Saved): void {
+    fill(saved, "answers", this.answers)
+    fill(saved, "throttles", this.throttles)
+    fill(saved, "stamps", this.stamps)
   }
 
   private sum(now: number, windowSeconds: number, counts: Float64Array): number {

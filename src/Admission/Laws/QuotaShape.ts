@@ -1,3 +1,5 @@
+import { num, type Saved } from "./Saved.js"
+
 /** Our calls not refused, sent in the current calendar minute (what a fixed-window quota counts) and in the one before. */
 export class MinuteSends {
   private count = 0
@@ -20,6 +22,16 @@ export class MinuteSends {
 
   current(now: number): number {
     return Math.floor(now / 60_000) === this.minute ? this.count : 0
+  }
+
+  save(): Saved {
+    return { count: this.count, minute: this.minute, before: this.before }
+  }
+
+  restore(saved: Saved): void {
+    this.count = num(saved, "count", this.count)
+    this.minute = num(saved, "minute", this.minute)
+    this.before = num(saved, "before", this.before)
   }
 
   /** The whole previous calendar minute's count. */
@@ -55,6 +67,16 @@ export class ShapeVote {
     this.lastSliding = sliding
     this.lastCalendar = calendar
     return this.votes >= 2 && possible ? "calendar" : "sliding"
+  }
+
+  save(): Saved {
+    return { votes: this.votes, lastSliding: this.lastSliding, lastCalendar: this.lastCalendar }
+  }
+
+  restore(saved: Saved): void {
+    this.votes = num(saved, "votes", this.votes)
+    this.lastSliding = num(saved, "lastSliding", this.lastSliding)
+    this.lastCalendar = num(saved, "lastCalendar", this.lastCalendar)
   }
 }
 

@@ -1,3 +1,5 @@
+import { fill, finite, num, type Saved } from "./Saved.js"
+
 /**
  * Our calls that the upstream has not refused, by when we sent them: what a window quota counts.
  * Counting sends rather than answers keeps calls still in flight (a long generation answers
@@ -64,6 +66,17 @@ export class SendWindow {
       if (seen >= k) return (slot + 1) * this.slotMs + this.windowMs
     }
     return now
+  }
+
+  save(): Saved {
+    return { counts: Array.from(this.counts), stamps: Array.from(this.stamps), total: this.total, tail: finite(this.tail) }
+  }
+
+  restore(saved: Saved): void {
+    fill(saved, "counts", this.counts)
+    fill(saved, "stamps", this.stamps)
+    this.total = num(saved, "total", this.total)
+    this.tail = num(saved, "tail", this.tail)
   }
 
   // A call is taken as sent at the end of its slot, so it leaves the window no earlier than it should.

@@ -1,0 +1,225 @@
+// The shared limit against a real redis-server started by the test on a free port: replicas are
+// separate limiter instances (each its own ioredis client, scope and fallback bucket).
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Context, Effect, Either, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+import { Adr009 } from "../src/Admission/Laws/Adr009.js"
+import { Learning } from "../src/Admission/Laws/Learning.js"
+import { RateLimiter } from "../src/Admission/RateLimiter.js"
+import * as SharedRateLimiter from "../src/Admission/Shared/SharedRateLimiter.js"
+import type { Priority } from "../src/Common/Priority.js"
+import { SidecarConfig, type SidecarConfigShape } from "../src/Config/SidecarConfig.js"
+import { Metrics } from "../src/Observability/Metrics.js"
+import { startRedis, type RedisServer } from "./support/RedisServer.js"
+
+type Limiter = Context.Tag.Service<typeof RateLimiter>
+
+let redis: RedisServer
+let keySeq = 0
+const scopes: Array<Scope.CloseableScope> = []
+
+beforeAll(async () => {
+  redis = await startRedis()
+})
+
+afterAll(async () => {
+  await Promise.all(scopes.map((s) => Effect.runPromise(Scope.close(s, Exit.void))))
+  await redis.stop()
+})
+
+/** `n` replicas of one fresh limit key. */
+const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}): Promise<Array<Limiter>> => {
+  const limitKey = `test-${process.pid}-${++keySeq}`
+  const made: Array<Limiter> = []
+  for (let i = 0; i < n; i++) {
+    const scope = Effect.runSync(Scope.make())
+    scopes.push(scope)
+    const layer = SharedRateLimiter.layer(redis.url).pipe(
+      Layer.provide(Metrics.layer),
+      Layer.provide(SidecarConfig.layerTest({ limitKey: { _tag: "Some", value: limitKey } as SidecarConfigShape["limitKey"], ...overrides })),
+      Layer.provide(Logger.minimumLogLevel(LogLevel.None))
+    )
+    const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
+    made.push(Context.get(context, RateLimiter))
+  }
+  return made
+}
+
+const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(Effect.provide(effect, Logger.minimumLogLevel(LogLevel.None)))
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `check` until it holds or the deadline passes; returns the millis it took. */
+const eventually = async (check: () => Promise<boolean>, withinMs: number): Promise<number> => {
+  const started = Date.now()
+  while (Date.now() - started < withinMs) {
+    if (await check()) return Date.now() - started
+    await sleep(25)
+  }
+  throw new Error(`condition not met within ${withinMs} ms`)
+}
+
+const backendState = async (limiter: Limiter) => (await run(limiter.snapshot)).backend.state
+
+describe("control laws save and restore their state", () => {
+  it("learning: a new leader continues at the learned level", () => {
+    const law = new Learning(100)
+    for (let t = 0; t < 50; t++) law.dispatched(1000 + t * 100)
+    law.record("throttled", 7000, undefined, 6000)
+    expect(law.mode).toBe("hold")
+    const next = new Learning(100)
+    next.restore(law.save())
+    expect(next.mode).toBe("hold")
+    expect(next.effectiveRpm).toBe(law.effectiveRpm)
+    expect(next.estimate).toBe(law.estimate)
+    expect(next.view(8000)).toEqual(law.view(8000))
+    expect(next.dispatchAt(8000)).toBe(law.dispatchAt(8000))
+    expect(next.save()).toBe(law.save())
+  })
+
+  it("adr009: a retreat survives the change of leader; another law's state is ignored", () => {
+    const law = new Adr009(100)
+    for (let i = 0; i < 20; i++) law.record(i % 2 === 0 ? "throttled" : "ok", 1000 + i * 100)
+    law.evaluate(5000)
+    expect(law.mode).toBe("retreat")
+    const next = new Adr009(100)
+    next.restore(law.save())
+    expect(next.mode).toBe("retreat")
+    expect(next.effectiveRpm).toBe(75)
+    expect(next.view(6000)).toEqual(law.view(6000))
+    next.restore(new Learning(100).save())
+    expect(next.effectiveRpm).toBe(75)
+  })
+})
+
+describe("shared bucket on Redis", () => {
+  it("no two replicas spend the same token: 3 replicas hammering get at most capacity + rate x elapsed", async () => {
+    const [a, b, c] = await replicas(3, { rateRpm: 600, bucketCapacity: 5, rateControl: "adr009" })
+    const started = Date.now()
+    let granted = 0
+    const hammer = async (limiter: Limiter) => {
+      while (Date.now() - started < 1500) {
+        const batch = await Promise.all(Array.from({ length: 8 }, () => run(limiter.tryTake("normal"))))
+        granted += batch.filter(Boolean).length
+      }
+    }
+    await Promise.all([a!, b!, c!].map(hammer))
+    const elapsed = Date.now() - started
+    // 600 rpm = 10 per second, from Redis time: the bucket's 5, then one per 100 ms.
+    expect(granted).toBeLessThanOrEqual(5 + Math.ceil((elapsed * 10) / 1000) + 1)
+    expect(granted).toBeGreaterThanOrEqual(5 + Math.floor((1400 * 10) / 1000) - 2)
+  })
+
+  it("an urgent request on one replica waits at most about one token interval, whatever low traffic the others send", async () => {
+    // 120 rpm: one token every 500 ms, no burst.
+    const [a, b, c] = await replicas(3, { rateRpm: 120, bucketCapacity: 1, rateControl: "adr009" })
+    let stop = false
+    let lows = 0
+    const lowTraffic = async (limiter: Limiter) => {
+      while (!stop) {
+        await run(limiter.take("low"))
+        lows++
+      }
+    }
+    const senders = [a!, a!, a!, b!, b!, b!].map(lowTraffic)
+    await sleep(1200)
+    const waits: Array<number> = []
+    for (let i = 0; i < 3; i++) {
+      const asked = Date.now()
+      await run(c!.take("urgent"))
+      waits.push(Date.now() - asked)
+      await sleep(200)
+    }
+    stop = true
+    void Promise.all(senders) // they end with their next tokens
+    expect(lows).toBeGreaterThan(0)
+    for (const wait of waits) expect(wait).toBeLessThan(500 + 250)
+  })
+
+  it("a 429 seen by one replica lowers the rate every replica uses within one step (learning law)", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 10, rateControl: "learning" })
+    for (let i = 0; i < 20; i++) await run(a!.tryTake("normal"))
+    const sentAt = await run(a!.dispatched)
+    await run(a!.record("throttled", sentAt))
+    const took = await eventually(async () => (await run(b!.snapshot)).effectiveRpm < 600, 5000)
+    const seen = await run(b!.snapshot)
+    expect(seen.mode).toBe("hold")
+    expect(seen.effectiveRpm).toBeLessThanOrEqual(20)
+    expect(took).toBeLessThan(5000)
+  })
+
+  it("a 429 seen by one replica retreats every replica at the next evaluation (adr009)", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 10, rateControl: "adr009" })
+    for (let i = 0; i < 5; i++) {
+      const sentAt = await run(a!.dispatched)
+      await run(a!.record(i === 0 ? "throttled" : "ok", sentAt))
+    }
+    await eventually(async () => (await run(b!.snapshot)).mode === "retreat", 6000)
+    expect((await run(b!.snapshot)).effectiveRpm).toBe(450)
+  })
+
+  it("registers replicas with a heartbeat and shows them", async () => {
+    const [a, b, c] = await replicas(3, { rateRpm: 60, bucketCapacity: 1 })
+    await eventually(async () => (await run(a!.snapshot)).backend.replicas === 3, 3000)
+    const view = (await run(c!.snapshot)).backend
+    expect(view).toMatchObject({ kind: "redis", state: "shared", healthy: true, failureMode: "local" })
+    const leaders = (await Promise.all([a!, b!, c!].map((l) => run(l.snapshot)))).filter((s) => s.backend.leader)
+    expect(leaders).toHaveLength(1)
+  })
+})
+
+describe("when Redis is unreachable", () => {
+  it("local: each replica keeps limiting at its share, and returns to shared within 5 s of Redis coming back", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 120, bucketCapacity: 4, redisFailure: "local" })
+    await eventually(async () => (await run(a!.snapshot)).backend.replicas === 2, 3000)
+    await redis.stop()
+    try {
+      expect(await run(a!.tryTake("normal"))).toBeTypeOf("boolean")
+      await eventually(async () => (await backendState(a!)) === "local_fallback" && (await backendState(b!)) === "local_fallback", 2000)
+      const s = await run(a!.snapshot)
+      // Its share: 120 rpm and 4 tokens split between the 2 replicas last seen.
+      expect(s.baseRpm).toBe(60)
+      expect(s.capacity).toBe(2)
+      expect(s.backend.healthy).toBe(false)
+      const started = Date.now()
+      await run(Effect.all([a!.take("normal"), a!.take("normal"), a!.take("normal")]))
+      // Two from the local bucket, the third a token interval (1 s at 60 rpm) later: limited, not hung.
+      expect(Date.now() - started).toBeLessThan(2000)
+    } finally {
+      await redis.restart()
+    }
+    const back = await eventually(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
+    expect(back).toBeLessThan(5000)
+    expect(await run(a!.tryTake("urgent"))).toBe(true)
+  })
+
+  it("closed: limited requests are refused with a Retry-After while Redis is down", async () => {
+    const [a] = await replicas(1, { rateRpm: 60, bucketCapacity: 2, redisFailure: "closed" })
+    await redis.stop()
+    try {
+      expect(await run(a!.tryTake("urgent"))).toBe(false)
+      expect(await backendState(a!)).toBe("closed")
+      const refused = await run(Effect.either(a!.take("urgent")))
+      expect(Either.isLeft(refused) && refused.left._tag === "SharedLimitUnavailable").toBe(true)
+      expect(await run(a!.retryAfterMs)).toBeGreaterThanOrEqual(1000)
+    } finally {
+      await redis.restart()
+    }
+    await eventually(async () => (await backendState(a!)) === "shared", 5000)
+    expect(await run(a!.tryTake("urgent"))).toBe(true)
+  })
+
+  it("a hung Redis (SIGSTOP) costs a request the command timeout, not a hang", async () => {
+    const [a] = await replicas(1, { rateRpm: 600, bucketCapacity: 5, redisFailure: "local" })
+    redis.pause()
+    try {
+      const started = Date.now()
+      const took = await run(a!.tryTake("high" satisfies Priority))
+      expect(Date.now() - started).toBeLessThan(1000)
+      expect(took).toBe(true)
+      expect(await backendState(a!)).toBe("local_fallback")
+    } finally {
+      redis.resume()
+    }
+    const back = await eventually(async () => (await backendState(a!)) === "shared", 5000)
+    expect(back).toBeLessThan(5000)
+  })
+})
