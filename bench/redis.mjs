@@ -112,7 +112,7 @@ async function killRedis(p) {
 function quotaMock(quota, latencyMs) {
   const accepted = [] // accepted arrival times, oldest first
   let head = 0
-  const arrivals = [] // {t, status, priority}
+  const arrivals = [] // {t, status}
   const completion = Buffer.from(JSON.stringify({
     id: "chatcmpl-mock", object: "chat.completion", created: 1700000000, model: "mock",
     choices: [{ index: 0, message: { role: "assistant", content: "pong" }, finish_reason: "stop" }],
@@ -129,8 +129,7 @@ function quotaMock(quota, latencyMs) {
       const t = epoch()
       while (head < accepted.length && accepted[head] <= t - 60_000) head++
       const ok = accepted.length - head < quota
-      const priority = String(req.headers["x-priority"] ?? "-")
-      arrivals.push({ t, status: ok ? 200 : 429, priority })
+      arrivals.push({ t, status: ok ? 200 : 429 })
       if (!ok) return void res.writeHead(429, { "content-type": "application/json", "content-length": tooMany.length }).end(tooMany)
       accepted.push(t)
       const timer = setTimeout(() => res.writeHead(200, { "content-type": "application/json", "content-length": completion.length }).end(completion), latencyMs)
@@ -158,10 +157,10 @@ function client(ports, body, headers) {
       const qw = res.headers["x-sidecar-queue-wait-ms"]
       if (qw !== undefined) rec.queueWaitMs = Number(qw)
       if (res.headers["retry-after"] !== undefined) rec.retryAfter = res.headers["retry-after"]
-      res.resume().on("end", () => { rec.latencyMs = epoch() - rec.sentAt })
+      res.resume().on("end", () => { rec.latencyMs = epoch() - rec.sentAt; rec.answeredAt = epoch() })
     })
     req.setTimeout(REDIS.hungMs, () => req.destroy(new Error("hung")))
-    req.on("error", (e) => { rec.error = e.message === "hung" ? "hung" : (e.code ?? e.message); rec.latencyMs ??= epoch() - rec.sentAt })
+    req.on("error", (e) => { rec.error = e.message === "hung" ? "hung" : (e.code ?? e.message); rec.latencyMs ??= epoch() - rec.sentAt; rec.answeredAt ??= epoch() })
     req.end(body)
   }
   return { records, send, pending: () => records.filter((r) => r.latencyMs === undefined).length, destroy: () => agents.forEach((a) => a.destroy()) }
@@ -349,14 +348,26 @@ function analyse({ variant, D, cap, t0, t1, outage, arrivals, records, transitio
       r503: r503.length, r503LatencyMax: r503.length ? Math.max(...r503.map((r) => r.latencyMs ?? Infinity)) : null,
       r503WithoutRetryAfter: r503.filter((r) => r.retryAfter === undefined).length,
       r503SentS: r503.length ? [Math.min(...r503.map((r) => (r.sentAt - t0) / 1000)), Math.max(...r503.map((r) => (r.sentAt - t0) / 1000))] : null,
+      r503AnsweredS: r503.length ? [Math.min(...r503.map((r) => (r.answeredAt - t0) / 1000)), Math.max(...r503.map((r) => (r.answeredAt - t0) / 1000))] : null,
+      // 503s answered before the kill or after every replica was back to shared + 1 s: none expected.
+      r503Outside: outage && r503.length ? r503.filter((r) => (r.answeredAt - t0) / 1000 < (outage.killedAtS ?? outage.killS) || (r.answeredAt - t0) / 1000 > (outage.restartedAtS ?? outage.restartS) + (recoveryOf(transitions, outage) ?? 0) + 1).length : 0,
       latencyMax: Math.max(0, ...records.map((r) => r.latencyMs ?? 0))
     },
     byPriority, transitions, switching,
-    recoveryS: switching && switching.every((s) => s.backAfterS != null) ? Math.max(...switching.map((s) => s.backAfterS)) : null,
-    backendBefore: before, backendAfter: after.map(({ status, ...b }) => ({ ...b, statusBackend: status?.backend ?? null })),
+    recoveryS: outage ? recoveryOf(transitions, outage) : null,
+    // Switches away from shared while Redis was up (a command slower than the timeout on a loaded machine).
+    spuriousSwitches: transitions.flat().filter((x) => x.atS > 0.5 && x.state !== "shared" &&
+      !(outage && x.atS >= (outage.killedAtS ?? outage.killS) && x.atS < (outage.restartedAtS ?? outage.restartS) + 1)).length,
+    backendBefore: before, backendAfter: after.map(({ status, ...b }) => ({ ...b, statusBackend: status?.limiter?.backend ?? status?.backend ?? null })),
     exited,
-    arrivalsS: arrivals.map((a) => [Math.round(((a.t - t0) / 1000) * 1000) / 1000, a.status, a.priority[0] ?? "-"])
+    arrivalsS: arrivals.map((a) => [Math.round(a.t - t0) / 1000, a.status])
   }
+}
+// Slowest replica's time from Redis answering again to `shared`, s (null when one never came back).
+function recoveryOf(transitions, outage) {
+  const restartedAt = outage.restartedAtS ?? outage.restartS
+  const backs = transitions.map((tr) => tr.find((x) => x.atS >= restartedAt && x.state === "shared"))
+  return backs.every(Boolean) ? Math.max(...backs.map((b) => b.atS - restartedAt)) : null
 }
 const statusKey = (r) => String(r.status ?? r.error ?? "unanswered")
 const countBy = (xs, key) => { const o = {}; for (const x of xs) { const k = key(x); o[k] = (o[k] ?? 0) + 1 } return o }
@@ -426,6 +437,7 @@ function budget(out, f) {
     add(`redis ${v}: upstream 429s after the first ${r.upstream.steadyFromS} s`, "0", r.upstream.steady429, r.upstream.steady429 === 0)
     add(`redis ${v}: requests unanswered after ${REDIS.hungMs / 1000} s`, "0", r.clients.hung, r.clients.hung === 0)
     if (r.outage) add(`redis ${v}: back to shared after the restart (slowest replica)`, "<= 5 s", r.recoveryS ?? Infinity, r.recoveryS != null && r.recoveryS <= 5, " s")
+    if (v === "closed") add("redis closed: 503s answered while Redis was up", "0", r.clients.r503Outside, r.clients.r503Outside === 0)
   }
   const l = out.runs.latency
   if (l && !l.error) add("redis: p50 added per admission (c=1, vs single-process)", "<= 1 ms", l.addedP50, l.addedP50 <= 1, " ms")
@@ -445,11 +457,12 @@ function markdown(out, f) {
     const be = r.backendBefore.map((b) => b.state ?? "–").join(", ")
     L.push(`- backend before the load: ${be}${r.backendBefore[0]?.state == null ? " (**this build has no shared limit: every replica limits alone**)" : ` (replicas seen: ${r.backendBefore.map((b) => b.replicas ?? "–").join(", ")})`}`,
       `- upstream: ${r.upstream.arrivals} arrivals, ${r.upstream.ok} 200, ${r.upstream.r429} 429 (**${r.upstream.steady429} after the first ${r.upstream.steadyFromS} s**); max in any 60 s window **${r.window.count}** (from ${f(r.window.startS, 1)} s; limit + burst = ${r.allowedWindow}); counting only arrivals after the first ${r.upstream.steadyFromS} s: ${r.windowAfterWarmup.count}`,
+      `- switches away from shared while Redis was up (all replicas): ${r.spuriousSwitches}`,
       `- clients: ${r.clients.sent} sent; ${lines(r.clients.statuses)}; unanswered after ${REDIS.hungMs / 1000} s: ${r.clients.hung}; admission (x-sidecar-queue-wait-ms of 2xx) p50 ${f(r.clients.admissionP50, 0)} ms, p95 ${f(r.clients.admissionP95, 0)} ms; latency of 2xx p50 ${f(r.clients.latencyP50, 0)} / p95 ${f(r.clients.latencyP95, 0)} ms; slowest answer ${f(r.clients.latencyMax / 1000, 1)} s`)
     if (r.outage) {
       L.push(`- Redis killed at ${f(r.outage.killedAtS, 1)} s, up again at ${f(r.outage.restartedAtS, 1)} s; per replica, switch away (state, s after the kill) / back to shared (s after the restart): ` +
         r.switching.map((s, i) => `r${i} ${s.awayState ?? "–"} ${f(s.awayAfterS, 1)} / ${f(s.backAfterS, 1)}`).join("; ") + ` → **recovery ${f(r.recoveryS, 1)} s** (state polled every ${REDIS.pollMs} ms)`)
-      if (r.clients.r503) L.push(`- 503s: ${r.clients.r503} (sent between ${f(r.clients.r503SentS[0], 1)} and ${f(r.clients.r503SentS[1], 1)} s), slowest ${f(r.clients.r503LatencyMax, 0)} ms, without Retry-After: ${r.clients.r503WithoutRetryAfter}`)
+      if (r.clients.r503) L.push(`- 503s: ${r.clients.r503}, sent between ${f(r.clients.r503SentS[0], 1)} and ${f(r.clients.r503SentS[1], 1)} s (requests queued before the kill included), answered between ${f(r.clients.r503AnsweredS[0], 1)} and ${f(r.clients.r503AnsweredS[1], 1)} s; answered outside the outage (+ recovery + 1 s): ${r.clients.r503Outside}; slowest ${f(r.clients.r503LatencyMax, 0)} ms; without Retry-After: ${r.clients.r503WithoutRetryAfter}`)
     }
     L.push("", "| phase (s from start) | upstream arrivals | /min | 200 | 429 | client statuses of requests sent then |", "|---|---|---|---|---|---|")
     for (const p of r.phases) L.push(`| ${p.phase} (${f(p.fromS, 0)}–${p.toS == null ? "end" : f(p.toS, 0)}) | ${p.arrivals} | ${f(p.arrivalsPerMin, 1)} | ${p.upstream200} | ${p.upstream429} | ${lines(p.clientStatuses)} |`)
