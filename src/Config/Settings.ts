@@ -121,7 +121,7 @@ export const settings = {
   },
   SIDECAR_LIMIT_KEY: {
     field: "limitKey", yaml: "limit_key", group: "shared limit", default: undefined, schema: C.limitKey,
-    doc: "name of the shared limit; default: a hash of the upstream URL and of the API key (never the key)"
+    doc: "name of the shared limit; unset = a hash of the upstream URL and of the API key (never the key)"
   },
   SIDECAR_QUEUE_MAX: {
     field: "queueMax", yaml: "queue_max", group: "queue", default: "500", schema: C.nonNegativeInt, hot: "queue_max_size",

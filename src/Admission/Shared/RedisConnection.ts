@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto"
 import { Data, Duration, Effect } from "effect"
-import { Redis } from "ioredis"
+import type { Redis } from "ioredis"
 
 /** Any failure to get an answer from Redis: refused, timed out, disconnected, a script error. */
 export class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{ readonly reason: string }> {}
@@ -21,23 +21,31 @@ export const commandTimeoutMs = 300
  */
 export const make = (url: string) =>
   Effect.gen(function*() {
-    const client = yield* Effect.acquireRelease(
+    // Loaded only when a shared limit is configured: a single process never pays for it.
+    const ioredis = yield* Effect.promise(() => import("ioredis"))
+    const client: Redis = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        new Redis(url, {
+        new ioredis.Redis(url, {
           lazyConnect: true,
           enableOfflineQueue: false,
           maxRetriesPerRequest: 0,
           commandTimeout: commandTimeoutMs,
           connectTimeout: 1000,
-          retryStrategy: () => 250,
-          // Connection problems surface as failed commands; the limiter logs each switch once.
-          showFriendlyErrorStack: false
+          retryStrategy: () => 250
         })),
       (c) => Effect.sync(() => c.disconnect())
     )
-    client.on("error", () => {})
-    // Fails when Redis is down at start; the client keeps reconnecting either way.
-    yield* Effect.ignore(Effect.tryPromise(() => client.connect()))
+    // Connection problems surface as failed commands, named by the last connection error.
+    let connectionError = ""
+    client.on("error", (e: Error) => (connectionError = e.message))
+    client.on("ready", () => (connectionError = ""))
+    const reason = (e: unknown) => {
+      const message = e instanceof Error ? e.message : String(e)
+      return message.startsWith("Stream isn't writeable") ? `not connected${connectionError === "" ? "" : ` (${connectionError})`}` : message
+    }
+    // Fails (or, against a stopped Redis, never answers) when Redis is down at start; the client
+    // keeps reconnecting either way, and the limiter starts in its failure mode.
+    yield* Effect.ignore(Effect.timeout(Effect.tryPromise(() => client.connect()), Duration.seconds(1)))
 
     const shas = new Map<string, string>()
     const shaOf = (lua: string) => {
@@ -46,7 +54,7 @@ export const make = (url: string) =>
       return sha
     }
     const call = <A>(f: () => Promise<A>) =>
-      Effect.tryPromise({ try: f, catch: (e) => new RedisUnavailable({ reason: e instanceof Error ? e.message : String(e) }) }).pipe(
+      Effect.tryPromise({ try: f, catch: (e) => new RedisUnavailable({ reason: reason(e) }) }).pipe(
         // ioredis times each command out itself; this bounds anything that slips past it (a connect in progress).
         Effect.timeoutFail({ duration: Duration.millis(commandTimeoutMs * 2), onTimeout: () => new RedisUnavailable({ reason: "timed out" }) })
       )

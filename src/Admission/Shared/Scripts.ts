@@ -90,9 +90,9 @@ return {0, now, math.floor(tokens * 1000)}
 
 /**
  * A call this replica counted never counted upstream: its send leaves the window (the one of
- * this replica nearest `sentAt`, or its newest when `sentAt` is '') and the leader hears of it.
- * With give = '1' its token goes back too.
- * KEYS: bucket, params, window, evidence. ARGV: default rpm, default capacity, replica prefix, sentAt, give.
+ * this replica nearest `sentAt`, or its newest when `sentAt` is ''), and with tell = '1' the
+ * leader hears of it (a 429 it hears of anyway). With give = '1' its token goes back too.
+ * KEYS: bucket, params, window, evidence. ARGV: default rpm, default capacity, replica prefix, sentAt, give, tell.
  */
 export const refund = `${now}${refill}
 local prefix = ARGV[3]
@@ -115,7 +115,7 @@ for i = 1, #candidates, 2 do
 end
 if found then
   redis.call('ZREM', KEYS[3], found)
-  redis.call('RPUSH', KEYS[4], 'u:' .. foundAt)
+  if ARGV[6] == '1' then redis.call('RPUSH', KEYS[4], 'u:' .. foundAt) end
 end
 if ARGV[5] == '1' then
   tokens = math.min(capacity, tokens + 1)

@@ -84,17 +84,23 @@ export const layer = (url: string) =>
       const wake = Effect.flatMap(Deferred.make<void>(), (next) =>
         Effect.flatMap(Ref.getAndSet(changed, next), (previous) => Deferred.succeed(previous, undefined)))
 
+      // The fallback bucket is kept at this replica's share all along, so a switch needs no change
+      // of it: the last rate Redis published, split between the replicas last seen.
+      let share = ""
+      const keepShare = Effect.suspend(() => {
+        const rateRpm = param("rpm", baseRpm) / replicas
+        const cap = Math.max(1, Math.floor(param("capacity", capacity) / replicas))
+        if (share === `${rateRpm}/${cap}`) return Effect.void
+        share = `${rateRpm}/${cap}`
+        return local.configure({ rateRpm, capacity: cap })
+      })
+
       const switchTo = (to: BackendState, reason: string) =>
         Effect.suspend(() => {
           if (state === to) return Effect.void
           const from = state
           state = to
-          // The replica's share: the last rate Redis published, split between the replicas last seen.
-          const share = to === "local_fallback"
-            ? local.configure({ rateRpm: param("rpm", baseRpm) / replicas, capacity: Math.max(1, Math.floor(param("capacity", capacity) / replicas)) })
-            : Effect.void
           return Effect.all([
-            share,
             Effect.logWarning({ msg: "limit_backend_switched", from, to, reason, replicas, limit_key: limitKey, redis: maskUserinfo(url) }),
             metrics.backendSwitched(to),
             wake
@@ -104,8 +110,8 @@ export const layer = (url: string) =>
       const failed = (error: RedisConnection.RedisUnavailable) =>
         Effect.suspend(() => {
           healthy = false
-          lastError = error.reason
-          return state === "shared" ? switchTo(failedTo, error.reason) : Effect.void
+          lastError = maskUserinfo(error.reason)
+          return state === "shared" ? switchTo(failedTo, lastError) : Effect.void
         })
 
       /** Runs a script in shared mode; a failure switches to the failure mode and yields None. */
@@ -155,8 +161,8 @@ export const layer = (url: string) =>
           return Effect.flatMap(shared(takeShared(priority, "")), Option.match({ onNone: () => tryTake(priority), onSome: (wait) => Effect.succeed(wait === 0) }))
         })
 
-      const refundShared = (sentAt: number | undefined, give: boolean) =>
-        Effect.asVoid(shared(redis.script(Scripts.refund, bucketKeys, [...defaults(), `${replicaId}|`, sentAt === undefined ? "" : Math.round(sentAt), give ? "1" : "0"])))
+      const unsend = (sentAt: number | undefined, give: boolean, tell: boolean) =>
+        Effect.asVoid(shared(redis.script(Scripts.refund, bucketKeys, [...defaults(), `${replicaId}|`, sentAt === undefined ? "" : Math.round(sentAt), give ? "1" : "0", tell ? "1" : "0"])))
 
       const flush = Effect.suspend(() => {
         if (pending.length === 0) return Effect.void
@@ -231,6 +237,7 @@ export const layer = (url: string) =>
         replicaIds = Array.isArray(ids) ? ids.filter((id): id is string => typeof id === "string") : replicaIds
         params = pairs(flat)
         tokens = Number(milli) / 1000
+        yield* keepShare
         yield* switchTo("shared", "redis answered")
         yield* flush
         isLeader = leading === 1 || leading === 2
@@ -238,7 +245,12 @@ export const layer = (url: string) =>
       })
 
       yield* sync
-      yield* sync.pipe(Effect.repeat(Schedule.spaced(Duration.millis(syncMs))), Effect.forkScoped)
+      // A defect in one sync (a reply it cannot read) must not end the heartbeat.
+      yield* sync.pipe(
+        Effect.catchAllDefect((defect) => Effect.logError({ msg: "limit_sync_failed", error: String(defect) })),
+        Effect.repeat(Schedule.spaced(Duration.millis(syncMs))),
+        Effect.forkScoped
+      )
       // Leaving: out of the registry at once, and the lease free for the next leader.
       yield* Effect.addFinalizer(() => Effect.ignore(redis.script(Scripts.leave, [keys.replicas, keys.leader], [replicaId])))
 
@@ -246,16 +258,17 @@ export const layer = (url: string) =>
         take,
         tryTake,
         dispatched: Effect.suspend(() => (state === "shared" ? Effect.succeed(redisNow()) : local.dispatched)),
-        refund: (sentAt) => Effect.suspend(() => (state === "shared" ? refundShared(sentAt, true) : local.refund(sentAt))),
+        refund: (sentAt) => Effect.suspend(() => (state === "shared" ? unsend(sentAt, true, true) : local.refund(sentAt))),
         record: (outcome, sentAt, retryAfterMs) =>
           Effect.suspend(() => {
             if (state !== "shared") return local.record(outcome, sentAt, retryAfterMs)
             pending.push(evidence.answered(outcome, sentAt, redisNow(), retryAfterMs))
             if (pending.length > maxPending) pending.shift()
-            // A 429 goes to the leader at once: every replica slows within one sync.
-            return outcome === "throttled" ? flush : Effect.void
+            // A 429 goes to the leader at once: every replica slows within one sync. The refused
+            // call leaves the shared count, as the law's own count drops it.
+            return outcome === "throttled" ? Effect.zipRight(flush, unsend(sentAt, false, false)) : Effect.void
           }),
-        uncounted: (sentAt) => Effect.suspend(() => (state === "shared" ? refundShared(sentAt, false) : local.uncounted(sentAt))),
+        uncounted: (sentAt) => Effect.suspend(() => (state === "shared" ? unsend(sentAt, false, true) : local.uncounted(sentAt))),
         pauseFor: (millis) =>
           Effect.zipRight(
             local.pauseFor(millis),
@@ -265,10 +278,12 @@ export const layer = (url: string) =>
           Effect.suspend(() => {
             baseRpm = change.rateRpm ?? baseRpm
             capacity = change.capacity ?? capacity
+            // The leader applies it for all replicas; until it publishes, the fallback share follows this replica's own values.
+            if (change.rateRpm !== undefined) params = { ...params, rpm: String(Math.min(baseRpm, param("rpm", baseRpm))) }
+            if (change.capacity !== undefined) params = { ...params, capacity: String(capacity) }
             const fields = [...(change.rateRpm === undefined ? [] : ["setRpm", change.rateRpm]), ...(change.capacity === undefined ? [] : ["setCapacity", change.capacity])]
-            const share = state === "local_fallback" ? { rateRpm: baseRpm / replicas, capacity: Math.max(1, Math.floor(capacity / replicas)) } : change
             return Effect.zipRight(
-              local.configure(share),
+              keepShare,
               fields.length === 0 || state !== "shared" ? Effect.void : Effect.asVoid(shared(redis.script(Scripts.setParams, [keys.params], fields)))
             )
           }),
@@ -282,7 +297,9 @@ export const layer = (url: string) =>
     })
   )
 
-const integers = (reply: unknown): ReadonlyArray<number> => (Array.isArray(reply) ? reply.map(Number) : [])
+/** A script's integer reply; anything unreadable is undefined, so the caller's defaults apply. */
+const integers = (reply: unknown): ReadonlyArray<number | undefined> =>
+  Array.isArray(reply) ? reply.map((v) => (Number.isFinite(Number(v)) ? Number(v) : undefined)) : []
 
 /** HGETALL's flat [field, value, …] as a record. */
 const pairs = (flat: unknown): Readonly<Record<string, string>> => {
