@@ -179,7 +179,8 @@ async function backendState(replica) {
   const text = await getText(replica.metricsPort, "/metrics")
   if (text) {
     const m = /^sidecar_limit_backend_state\{state="([a-z_]+)"\} 1$/m.exec(text)
-    if (m) return { state: m[1], replicas: Number(/^sidecar_limit_replicas (\d+(?:\.\d+)?)$/m.exec(text)?.[1] ?? NaN), from: "metrics" }
+    const num = (name) => { const x = new RegExp(`^${name} ([\\d.e+-]+)$`, "m").exec(text); return x ? Number(x[1]) : null }
+    if (m) return { state: m[1], replicas: num("sidecar_limit_replicas"), effectiveRpm: num("sidecar_effective_rate_rpm"), quotaEstimateRpm: num("sidecar_quota_estimate_rpm"), from: "metrics" }
   }
   const st = await getText(replica.port, "/status")
   try {
@@ -192,6 +193,9 @@ async function backendState(replica) {
 function poller(replicas, t0) {
   const transitions = replicas.map(() => [])
   const last = replicas.map(() => undefined)
+  // The leader's published rate as every replica sees it: changes of replica 0's effective rate and learned quota.
+  const law = []
+  let lastLaw = ""
   let running = true
   const loop = (async () => {
     while (running) {
@@ -200,10 +204,12 @@ function poller(replicas, t0) {
       states.forEach((s, i) => {
         if (s.state !== last[i]) { transitions[i].push({ atS: (at - t0) / 1000, state: s.state, replicas: s.replicas, from: s.from }); last[i] = s.state }
       })
+      const key = `${states[0].state}|${states[0].effectiveRpm?.toFixed(1)}|${states[0].quotaEstimateRpm?.toFixed(1)}`
+      if (key !== lastLaw) { law.push({ atS: Math.round(at - t0) / 1000, state: states[0].state, effectiveRpm: states[0].effectiveRpm, quotaEstimateRpm: states[0].quotaEstimateRpm }); lastLaw = key }
       await sleep(Math.max(0, REDIS.pollMs - (epoch() - at)))
     }
   })()
-  return { transitions, stop: async () => { running = false; await loop } }
+  return { transitions, law, stop: async () => { running = false; await loop } }
 }
 
 // ---------- the three-replica run ----------
@@ -272,7 +278,7 @@ async function clusterRun(ctx, opts, redisBin, variant) {
     const after = await Promise.all(replicas.map(async (r) => ({ ...(await backendState(r)), status: await ctx.getJson(r.port, "/status").catch(() => null) })))
     c.destroy()
     const exited = replicas.filter((r) => r.proc.exited).map((r) => `${r.proc.name} exited (${r.proc.code}): ${r.proc.out.slice(-500)}`)
-    return analyse({ variant, D, cap, t0, t1, outage, arrivals: mock.arrivals, records: c.records, transitions: poll.transitions, before, after, exited, stats: ctx.stats })
+    return { ...analyse({ variant, D, cap, t0, t1, outage, arrivals: mock.arrivals, records: c.records, transitions: poll.transitions, before, after, exited, stats: ctx.stats }), lawTimeline: poll.law }
   } finally {
     await Promise.all(procs.map((p) => ctx.stop(p)))
     await killRedis(redis)
@@ -359,6 +365,8 @@ function analyse({ variant, D, cap, t0, t1, outage, arrivals, records, transitio
     spuriousSwitches: transitions.flat().filter((x) => x.atS > 0.5 && x.state !== "shared" &&
       !(outage && x.atS >= (outage.killedAtS ?? outage.killS) && x.atS < (outage.restartedAtS ?? outage.restartS) + 1)).length,
     backendBefore: before, backendAfter: after.map(({ status, ...b }) => ({ ...b, statusBackend: status?.limiter?.backend ?? status?.backend ?? null })),
+    // Each replica's rate law at the end: the learned quota shows whether an outage taught it a wrong one.
+    lawAfter: after.map(({ status }) => status && { state: status.control?.state, quotaEstimateRpm: status.control?.quota_estimate_rpm, effectiveRpm: status.retreat?.effective_rpm }),
     exited,
     arrivalsS: arrivals.map((a) => [Math.round(a.t - t0) / 1000, a.status])
   }
@@ -457,12 +465,16 @@ function markdown(out, f) {
     const be = r.backendBefore.map((b) => b.state ?? "–").join(", ")
     L.push(`- backend before the load: ${be}${r.backendBefore[0]?.state == null ? " (**this build has no shared limit: every replica limits alone**)" : ` (replicas seen: ${r.backendBefore.map((b) => b.replicas ?? "–").join(", ")})`}`,
       `- upstream: ${r.upstream.arrivals} arrivals, ${r.upstream.ok} 200, ${r.upstream.r429} 429 (**${r.upstream.steady429} after the first ${r.upstream.steadyFromS} s**); max in any 60 s window **${r.window.count}** (from ${f(r.window.startS, 1)} s; limit + burst = ${r.allowedWindow}); counting only arrivals after the first ${r.upstream.steadyFromS} s: ${r.windowAfterWarmup.count}`,
-      `- switches away from shared while Redis was up (all replicas): ${r.spuriousSwitches}`,
+      `- switches away from shared while Redis was up (all replicas): ${r.spuriousSwitches}; rate law at the end (state, learned quota, effective RPM): ${r.lawAfter.map((x) => (x ? `${x.state} ${f(x.quotaEstimateRpm, 1)} ${f(x.effectiveRpm, 1)}` : "–")).join("; ")}`,
       `- clients: ${r.clients.sent} sent; ${lines(r.clients.statuses)}; unanswered after ${REDIS.hungMs / 1000} s: ${r.clients.hung}; admission (x-sidecar-queue-wait-ms of 2xx) p50 ${f(r.clients.admissionP50, 0)} ms, p95 ${f(r.clients.admissionP95, 0)} ms; latency of 2xx p50 ${f(r.clients.latencyP50, 0)} / p95 ${f(r.clients.latencyP95, 0)} ms; slowest answer ${f(r.clients.latencyMax / 1000, 1)} s`)
     if (r.outage) {
       L.push(`- Redis killed at ${f(r.outage.killedAtS, 1)} s, up again at ${f(r.outage.restartedAtS, 1)} s; per replica, switch away (state, s after the kill) / back to shared (s after the restart): ` +
         r.switching.map((s, i) => `r${i} ${s.awayState ?? "–"} ${f(s.awayAfterS, 1)} / ${f(s.backAfterS, 1)}`).join("; ") + ` → **recovery ${f(r.recoveryS, 1)} s** (state polled every ${REDIS.pollMs} ms)`)
       if (r.clients.r503) L.push(`- 503s: ${r.clients.r503}, sent between ${f(r.clients.r503SentS[0], 1)} and ${f(r.clients.r503SentS[1], 1)} s (requests queued before the kill included), answered between ${f(r.clients.r503AnsweredS[0], 1)} and ${f(r.clients.r503AnsweredS[1], 1)} s; answered outside the outage (+ recovery + 1 s): ${r.clients.r503Outside}; slowest ${f(r.clients.r503LatencyMax, 0)} ms; without Retry-After: ${r.clients.r503WithoutRetryAfter}`)
+    }
+    if (r.lawTimeline?.length > 1) {
+      const tl = r.lawTimeline.filter((x) => x.effectiveRpm != null)
+      L.push(`- replica r0's effective rate over time (s: RPM, learned quota): ${tl.slice(0, 14).map((x) => `${f(x.atS, 1)}: ${f(x.effectiveRpm, 1)}${x.quotaEstimateRpm ? ` (q ${f(x.quotaEstimateRpm, 1)})` : ""}${x.state === "shared" ? "" : ` ${x.state}`}`).join(", ")}${tl.length > 14 ? ` … (${tl.length} changes)` : ""}`)
     }
     L.push("", "| phase (s from start) | upstream arrivals | /min | 200 | 429 | client statuses of requests sent then |", "|---|---|---|---|---|---|")
     for (const p of r.phases) L.push(`| ${p.phase} (${f(p.fromS, 0)}–${p.toS == null ? "end" : f(p.toS, 0)}) | ${p.arrivals} | ${f(p.arrivalsPerMin, 1)} | ${p.upstream200} | ${p.upstream429} | ${lines(p.clientStatuses)} |`)
