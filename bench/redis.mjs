@@ -39,7 +39,7 @@ const epoch = () => performance.timeOrigin + performance.now()
 export async function redisSuite(ctx, opts) {
   const redisBin = findRedis()
   if (!redisBin) return { error: "redis-server not found (Debian: apt-get install redis-server; .ci/run installs it)" }
-  const out = { ...REDIS, seconds: opts.seconds, outage: opts.outage, capacity: opts.capacity, redisVersion: redisVersion(redisBin), runs: {} }
+  const out = { ...REDIS, seconds: opts.seconds, outage: opts.outage, capacity: opts.capacity, aof: Boolean(opts.aof), redisVersion: redisVersion(redisBin), runs: {} }
   for (const v of opts.variants) {
     if (!VARIANTS.includes(v)) throw new Error(`unknown redis variant ${v} (${VARIANTS.join(", ")})`)
     const load = { loadavgStart: os.loadavg()[0], psiStart: ctx.psi() }
@@ -71,9 +71,10 @@ const redisVersion = (bin) => {
   try { return /v=([\d.]+)/.exec(execFileSync(bin, ["--version"], { stdio: ["ignore", "pipe", "ignore"] }).toString())?.[1] ?? "?" } catch { return "?" }
 }
 
-// Never the system Redis: our own port, loopback only, no RDB/AOF, its own empty working directory.
-function startRedis(ctx, bin, port, dir) {
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
+// Never the system Redis: our own port, loopback only, its own empty working directory; no RDB/AOF
+// unless `aof` (--redis-aof: an append-only file fsynced every write, kept across the restart).
+function startRedis(ctx, bin, port, dir, aof = false) {
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...(aof ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]), "--dir", dir,
     "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning", "--logfile", ""]
   const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] })
   const p = { name: `redis:${port}`, proc, pid: proc.pid, out: "", exited: false, code: null }
@@ -217,7 +218,7 @@ async function clusterRun(ctx, opts, redisBin, variant) {
   const D = opts.seconds, cap = opts.capacity
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sidecar-bench-redis-"))
   const redisPort = await ctx.freePort()
-  let redis = startRedis(ctx, redisBin, redisPort, dir)
+  let redis = startRedis(ctx, redisBin, redisPort, dir, opts.aof)
   const mock = quotaMock(REDIS.quota, REDIS.latencyMs)
   const procs = []
   try {
@@ -257,7 +258,7 @@ async function clusterRun(ctx, opts, redisBin, variant) {
       outage.killedAtS = (epoch() - t0) / 1000
       ctx.log(`redis: SIGKILL at ${outage.killedAtS.toFixed(1)} s`)
       await sleep(Math.max(0, t0 + outage.restartS * 1000 - epoch()))
-      redis = startRedis(ctx, redisBin, redisPort, dir)
+      redis = startRedis(ctx, redisBin, redisPort, dir, opts.aof)
       await waitRedis(redis, redisPort)
       outage.restartedAtS = (epoch() - t0) / 1000
       ctx.log(`redis: up again at ${outage.restartedAtS.toFixed(1)} s`)
@@ -454,7 +455,7 @@ function budget(out, f) {
 
 function markdown(out, f) {
   const L = ["", `## redis (shared limit, issue 11: ${REDIS.replicas} sidecars, one redis-server ${out.redisVersion}; mock quota ${REDIS.quota} per rolling 60 s, 429 without Retry-After, ${REDIS.latencyMs} ms answers; ` +
-    `SIDECAR_RATE_RPM=${REDIS.quota}, capacity ${out.capacity}, queue timeout ${REDIS.queueTimeout} s; ${REDIS.offered}× the quota offered for ${out.seconds} s, round-robin, priorities mixed u1:h2:n4:l3)`]
+    `SIDECAR_RATE_RPM=${REDIS.quota}, capacity ${out.capacity}, queue timeout ${REDIS.queueTimeout} s; Redis ${out.aof ? "with an append-only file (fsync always)" : "without persistence"}; ${REDIS.offered}× the quota offered for ${out.seconds} s, round-robin, priorities mixed u1:h2:n4:l3)`]
   const lines = (s) => Object.entries(s).sort().map(([k, v]) => `${k}:${v}`).join(" ")
   for (const v of ["shared", "local", "closed"]) {
     const r = out.runs[v]

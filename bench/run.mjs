@@ -2,7 +2,7 @@
 //   [--repeats N] [--seconds D] [--warmup S] [--concurrency 1,32,128] [--streams 64] [--stream-chunks 100]
 //   [--startup-runs 5] [--limited-seconds D] [--queued-concurrency 128] [--queue10k-n 10000] [--queue10k-gc] [--loadgen wrk|node]
 //   [--law-seconds D] [--law-control learning|adr009]
-//   [--redis-seconds 180] [--redis-outage 30] [--redis-capacity 5] [--redis-variants shared,local,closed,latency]   (suite redis: bench/redis.mjs)
+//   [--redis-seconds 180] [--redis-outage 30] [--redis-capacity 5] [--redis-variants shared,local,closed,latency] [--redis-aof]   (suite redis: bench/redis.mjs)
 //   [--sidecar-bin PATH]   (or SIDECAR_BIN: another checkout's bin/nvidia-sidecar.mjs, e.g. for before/after figures)
 //   [--compare-bin PATH]   (or COMPARE_BIN: passthrough, streaming and queued also run that build's sidecars, as "<target>@b", in the same run)
 //   [--sidecar-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]   (node flags for every sidecar process)
@@ -40,6 +40,7 @@ const { values: flags } = parseArgs({
     "redis-outage": { type: "string", default: "30" },
     "redis-capacity": { type: "string", default: "5" },
     "redis-variants": { type: "string", default: "shared,local,closed,latency" },
+    "redis-aof": { type: "boolean", default: false },
     "queued-concurrency": { type: "string", default: "128" },
     "queue10k-n": { type: "string", default: "10000" },
     "queue10k-gc": { type: "boolean", default: false },
@@ -63,7 +64,7 @@ const o = {
   limitedSeconds: Number(flags["limited-seconds"]), queuedConcurrency: Number(flags["queued-concurrency"]),
   queue10kN: Number(flags["queue10k-n"]), queue10kGc: flags["queue10k-gc"],
   lawSeconds: Number(flags["law-seconds"]), lawControl: flags["law-control"],
-  redis: { seconds: Number(flags["redis-seconds"]), outage: Number(flags["redis-outage"]), capacity: Number(flags["redis-capacity"]), variants: flags["redis-variants"].split(",").map((s) => s.trim()) }
+  redis: { seconds: Number(flags["redis-seconds"]), outage: Number(flags["redis-outage"]), capacity: Number(flags["redis-capacity"]), variants: flags["redis-variants"].split(",").map((s) => s.trim()), aof: flags["redis-aof"] }
 }
 // The sidecar under test: this checkout's, or another checkout's bin (its dist/ must be built there).
 const SIDECAR_BIN = path.resolve(flags["sidecar-bin"] ?? path.join(root, "bin/nvidia-sidecar.mjs"))
