@@ -20,7 +20,7 @@ import { setTimeout as sleep } from "node:timers/promises"
 const benchDir = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(benchDir, "..")
 const ALL_SUITES = ["passthrough", "streaming", "startup", "queued", "limited", "queue10k", "fairness", "law", "redis"]
-const DEFAULT_SUITES = ["passthrough", "streaming", "startup", "queued"] // limited alone takes >= 60 s; queue10k holds 10,000 sockets; law 5 minutes; redis ≈ 13 minutes
+const DEFAULT_SUITES = ["passthrough", "streaming", "startup", "queued"] // limited alone takes >= 60 s; queue10k holds 10,000 sockets; law 5 minutes; redis ≈ 11 minutes
 
 const { values: flags } = parseArgs({
   options: {
