@@ -1,10 +1,11 @@
 // Shared limit on Redis (issue 11), run by run.mjs as `--suite redis`.
 //
 // Three real sidecar processes share one redis-server (started here on a free loopback port, no
-// persistence) in front of one mock upstream that enforces a quota of REDIS.quota requests per
-// rolling 60 s (accepted requests in (t - 60 s, t], as sim/Upstream.ts "sliding") and answers 429
-// WITHOUT Retry-After over it. Each sidecar has SIDECAR_RATE_RPM = the quota. Clients offer 3x the
-// quota for D s (open loop, spread round-robin over the three sidecars, priorities mixed).
+// persistence unless --redis-aof) in front of one mock upstream that enforces a quota of
+// REDIS.quota requests per rolling 60 s (accepted requests in (t - 60 s, t], as sim/Upstream.ts
+// "sliding") and answers 429 WITHOUT Retry-After over it. Each sidecar has SIDECAR_RATE_RPM = the
+// quota. Clients offer 3x the quota for D s (open loop, round-robin over the three sidecars,
+// priorities mixed).
 // Variants: shared (Redis up throughout); local and closed (Redis SIGKILLed for 30 s in the middle,
 // restarted on the same port, with SIDECAR_REDIS_FAILURE=local|closed); latency (c = 1 through one
 // sidecar with Redis vs the same settings without, a limit too high to bite, a 0 ms mock).
