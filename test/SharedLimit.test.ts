@@ -2,10 +2,13 @@
 // separate limiter instances (each its own ioredis client, scope and fallback bucket).
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Context, Effect, Either, Exit, Layer, Logger, LogLevel, Option, Scope } from "effect"
+import { Redis } from "ioredis"
 import { Adr009 } from "../src/Admission/Laws/Adr009.js"
 import { Learning } from "../src/Admission/Laws/Learning.js"
+import { SendWindow } from "../src/Admission/Laws/SendWindow.js"
 import { RateLimiter } from "../src/Admission/RateLimiter.js"
 import { LawLeader } from "../src/Admission/Shared/LawLeader.js"
+import { redisKeys } from "../src/Admission/Shared/LimitKeys.js"
 import * as SharedRateLimiter from "../src/Admission/Shared/SharedRateLimiter.js"
 import type { Priority } from "../src/Common/Priority.js"
 import { SidecarConfig, type SidecarConfigShape } from "../src/Config/SidecarConfig.js"
@@ -27,6 +30,9 @@ afterAll(async () => {
   await Promise.all(scopes.map((s) => Effect.runPromise(Scope.close(s, Exit.void))))
   await redis.stop()
 })
+
+/** The limit key of the last `replicas` call. */
+const lastKey = () => `test-${process.pid}-${keySeq}`
 
 /** `n` replicas of one fresh limit key. */
 const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}, url = redis.url): Promise<Array<Limiter>> => {
@@ -113,6 +119,52 @@ describe("the leader's law", () => {
     expect(next.step(2600).params["rpm"]).toBe(held.params["rpm"])
     next.configure(20, 10, 2700)
     expect(next.step(2800).params).toMatchObject({ rpm: "20", capacity: "10", baseRpm: "20" })
+  })
+})
+
+describe("evidence reported late", () => {
+  it("a send window counts a late send still in its window and ignores one older than it", () => {
+    const window = new SendWindow(60_250)
+    window.add(100_000)
+    expect(window.count(100_000)).toBe(1)
+    // 30 s late, out of order: still in the window.
+    window.add(70_000)
+    expect(window.count(100_000)).toBe(2)
+    expect(window.countWithin(100_000, 60_000)).toBe(2)
+    // 61 s and 70 s late: out of the window (and of the ring: it must not take a newer slot's place).
+    window.add(39_000)
+    window.add(30_000)
+    expect(window.count(100_000)).toBe(2)
+    expect(window.countWithin(100_000, 60_000)).toBe(2)
+    // The late one leaves the window when its time comes.
+    expect(window.count(130_400)).toBe(1)
+  })
+
+  it("the leader feeds a drained batch in time order: a 429 counts every send before it, whenever it was reported", () => {
+    const leader = new LawLeader(new Learning(600), 600, 50)
+    leader.step(1000)
+    // Sends made while Redis was away arrive after the 429 they preceded.
+    const outage = Array.from({ length: 40 }, (_, i) => `d:${2000 + i * 100}`)
+    leader.feed(["d:6100", "th:6100:6400:", ...outage])
+    const held = leader.step(7000).params
+    expect(held["mode"]).toBe("hold")
+    // 41 sent, the refused one not counted.
+    expect(Number(held["rpm"])).toBe(40)
+    // Evidence older than the law's windows is ignored, not counted in a newer slot.
+    leader.feed(Array.from({ length: 10 }, (_, i) => `d:${i}`))
+    expect(Number(leader.step(7000).params["windowCap"])).toBe(40)
+  })
+
+  it("with nothing saved, the last leader keeps its law; one that has led since makes a fresh one", () => {
+    const learned = new LawLeader(new Learning(600), 600, 50, (rpm) => new Learning(rpm))
+    learned.feed([...Array.from({ length: 30 }, (_, i) => `d:${1000 + i * 10}`), "th:1290:1400:"])
+    const level = learned.step(2000).params["rpm"]
+    expect(Number(level)).toBeLessThan(600)
+    learned.restore(null, 3000)
+    expect(learned.step(3000).params["rpm"]).toBe(level)
+    learned.resign()
+    learned.restore(null, 4000)
+    expect(learned.step(4000).params).toMatchObject({ rpm: "600", mode: "open" })
   })
 })
 
@@ -262,6 +314,49 @@ describe("when Redis is unreachable", () => {
     const back = await eventually(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
     expect(back).toBeLessThan(5000)
     expect(await run(a!.tryTake("urgent"))).toBe(true)
+  })
+
+  it("local, Redis restarted empty: the sends made meanwhile count again, and a 429 after it learns them all", async () => {
+    const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "learning", redisFailure: "local" })
+    const keys = redisKeys(lastKey())
+    await eventually(async () => (await run(a!.snapshot)).backend.replicas === 2, 3000)
+    const leaderBefore = (await run(a!.snapshot)).backend.leader ? a! : b!
+    const send = async (limiter: Limiter, outcome: "ok" | "throttled" = "ok") => {
+      expect(await run(limiter.tryTake("normal"))).toBe(true)
+      await run(limiter.record(outcome, await run(limiter.dispatched)))
+    }
+    for (let i = 0; i < 30; i++) await send(i % 2 === 0 ? a! : b!)
+    // The leader has drained them (evidence still in Redis dies with it).
+    const before = new Redis(redis.url)
+    try {
+      await eventually(async () => (await before.llen(keys.evidence)) === 0, 3000)
+    } finally {
+      before.disconnect()
+    }
+    await redis.stop()
+    try {
+      await eventually(async () => (await backendState(a!)) === "local_fallback" && (await backendState(b!)) === "local_fallback", 3000)
+      // Each replica's share: 300 rpm, 25 tokens.
+      for (let i = 0; i < 10; i++) await Promise.all([send(a!), send(b!)])
+    } finally {
+      await redis.restart()
+    }
+    await eventually(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
+    // The emptied Redis' send window holds the outage's 20 sends again: the learned count will count them.
+    const client = new Redis(redis.url)
+    try {
+      expect(await client.zcard(keys.window)).toBe(20)
+    } finally {
+      client.disconnect()
+    }
+    // The leader before the outage leads again, with the law that saw the 30 sends before it.
+    await eventually(async () => (await run(leaderBefore.snapshot)).backend.leader, 3000)
+    for (let i = 0; i < 3; i++) await send(a!)
+    await send(b!, "throttled")
+    await eventually(async () => (await run(a!.snapshot)).mode === "hold", 3000)
+    // 53 calls counted in the last minute (30 before, 20 during, 3 after): the quota is that
+    // many. The leader's law without the outage's sends learned 32, a fresh one 3.
+    expect((await run(b!.snapshot)).effectiveRpm).toBeGreaterThanOrEqual(0.7 * 53)
   })
 
   it("closed: limited requests are refused with a Retry-After while Redis is down", async () => {

@@ -100,11 +100,14 @@ export class Learning implements ControlLaw {
   }
 
   dispatched(now: number): void {
-    if (now - this.lastSentAt > this.p.windowMs) {
-      this.busySince = now
-      this.sustained = false
+    // A send reported late (see SendWindow.add) only counts: it tells nothing of a quiet minute.
+    if (now >= this.lastSentAt) {
+      if (now - this.lastSentAt > this.p.windowMs) {
+        this.busySince = now
+        this.sustained = false
+      }
+      this.lastSentAt = now
     }
-    this.lastSentAt = now
     this.sends.add(now)
     this.minute.add(now)
   }

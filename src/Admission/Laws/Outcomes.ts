@@ -9,6 +9,8 @@ export class Outcomes {
   private readonly answers: Float64Array
   private readonly throttles: Float64Array
   private readonly stamps: Float64Array
+  /** Newest second added: an answer reported late is counted while the ring still holds its second. */
+  private newest = -Infinity
 
   constructor(private readonly seconds: number) {
     this.answers = new Float64Array(seconds)
@@ -16,8 +18,11 @@ export class Outcomes {
     this.stamps = new Float64Array(seconds).fill(-1)
   }
 
+  /** Answers may be reported late and out of order (a replica's evidence from a Redis outage); one older than the ring is ignored. */
   add(now: number, throttled: boolean): void {
     const second = Math.floor(now / 1000)
+    if (second <= this.newest - this.seconds) return
+    if (second > this.newest) this.newest = second
     const slot = second % this.seconds
     if (this.stamps[slot] !== second) {
       this.stamps[slot] = second
@@ -68,6 +73,7 @@ export class Outcomes {
     fill(saved, "answers", this.answers)
     fill(saved, "throttles", this.throttles)
     fill(saved, "stamps", this.stamps)
+    this.newest = Math.max(-Infinity, ...Array.from(this.stamps).filter((stamp) => stamp >= 0))
   }
 
   private sum(now: number, windowSeconds: number, counts: Float64Array): number {

@@ -6,8 +6,13 @@ export class MinuteSends {
   private minute = -1
   private before = 0
 
+  /** A call reported late counts in the minute it was sent, while that is the current or the previous one. */
   add(at: number): void {
     const minute = Math.floor(at / 60_000)
+    if (minute < this.minute) {
+      if (minute === this.minute - 1) this.before++
+      return
+    }
     if (minute !== this.minute) {
       this.before = minute === this.minute + 1 ? this.count : 0
       this.minute = minute

@@ -13,6 +13,8 @@ export class SendWindow {
   private total = 0
   /** Oldest slot still inside the window; slots before it have been taken out of `total`. */
   private tail = -Infinity
+  /** Newest slot added: a call reported late is counted while the ring still holds its slot. */
+  private head = -Infinity
 
   constructor(private readonly windowMs: number, private readonly slotMs = 100) {
     const slots = Math.ceil(windowMs / slotMs) + 1
@@ -20,8 +22,12 @@ export class SendWindow {
     this.stamps = new Float64Array(slots).fill(-1)
   }
 
+  /** Calls may be reported late and out of order (a replica's evidence from a Redis outage); one already out of the window is ignored. */
   add(at: number): void {
     const slot = Math.floor(at / this.slotMs)
+    // Out of the window, or so old that its ring slot now holds a newer one.
+    if (slot < this.tail || slot <= this.head - this.counts.length) return
+    if (slot > this.head) this.head = slot
     const i = this.index(slot)
     if (this.stamps[i] !== slot) {
       if (this.stamps[i]! >= this.tail) this.total -= this.counts[i]!
@@ -77,6 +83,7 @@ export class SendWindow {
     fill(saved, "stamps", this.stamps)
     this.total = num(saved, "total", this.total)
     this.tail = num(saved, "tail", this.tail)
+    this.head = Math.max(-Infinity, ...Array.from(this.stamps).filter((stamp) => stamp >= 0))
   }
 
   // A call is taken as sent at the end of its slot, so it leaves the window no earlier than it should.

@@ -8,29 +8,52 @@ import { type ControlChange, type ControlLaw, stepMs } from "../ControlLaw.js"
  */
 export class LawLeader {
   private evaluatedAt = -Infinity
+  /** The law holds what this replica learned while it led last; false once another replica has led since. */
+  private current = true
 
-  constructor(private readonly law: ControlLaw, private baseRpm: number, private capacity: number) {}
+  /** `fresh` makes the law a leader starts with when nothing was saved and its own has gone stale. */
+  constructor(private law: ControlLaw, private baseRpm: number, private capacity: number, private readonly fresh?: (baseRpm: number, now: number) => ControlLaw) {}
 
-  /** A new leader continues with the learned state its predecessor saved. */
-  restore(state: string | null): void {
+  /**
+   * A new leader continues with the learned state its predecessor saved. With nothing saved (an
+   * emptied Redis) the replica that led last keeps its own law, which still holds what it learned.
+   */
+  restore(state: string | null, now = 0): void {
     if (state !== null) this.law.restore(state)
+    else if (!this.current && this.fresh !== undefined) this.law = this.fresh(this.baseRpm, now)
+    this.current = true
     this.evaluatedAt = -Infinity
   }
 
-  /** Evidence entries as reported (see `evidence`); unreadable ones are skipped. */
+  /** Another replica holds the lease: what this one learned goes stale. */
+  resign(): void {
+    this.current = false
+  }
+
+  /**
+   * Evidence entries as reported (see `evidence`); unreadable ones are skipped. They are fed in
+   * time order (sends by when they were sent, answers by when they came): replicas report late,
+   * and a replica back from a Redis outage reports the whole outage at once.
+   */
   feed(entries: ReadonlyArray<string>): void {
+    const read: Array<{ readonly kind: string; readonly first: number; readonly second: number; readonly retryAfter: number | undefined; readonly at: number }> = []
     for (const entry of entries) {
-      const [kind, a, b, c] = entry.split(":")
+      const [kind = "", a, b, c] = entry.split(":")
       const first = Number(a)
       const second = Number(b)
       if (!Number.isFinite(first)) continue
+      const answer = kind === "ok" || kind === "th"
+      if (answer ? !Number.isFinite(second) : kind !== "d" && kind !== "u") continue
+      const retryAfter = c === undefined || c === "" || !Number.isFinite(Number(c)) ? undefined : Number(c)
+      read.push({ kind, first, second, retryAfter, at: answer ? second : first })
+    }
+    // Stable: entries of the same time keep the order they were reported in.
+    read.sort((x, y) => x.at - y.at)
+    for (const { first, kind, retryAfter, second } of read) {
       if (kind === "d") this.law.dispatched(first)
       else if (kind === "u") this.law.uncounted(first)
-      else if (kind === "ok" && Number.isFinite(second)) this.law.record("ok", second, undefined, first)
-      else if (kind === "th" && Number.isFinite(second)) {
-        const retryAfter = c === undefined || c === "" ? undefined : Number(c)
-        this.law.record("throttled", second, retryAfter !== undefined && Number.isFinite(retryAfter) ? retryAfter : undefined, first)
-      }
+      else if (kind === "ok") this.law.record("ok", second, undefined, first)
+      else this.law.record("throttled", second, retryAfter, first)
     }
   }
 

@@ -126,8 +126,8 @@ return now
 
 /**
  * One heartbeat: the replica announces itself until now + ttl, expired replicas leave, the leader
- * lease is renewed (or taken when free), and the published params and current tokens are read.
- * KEYS: bucket, params, replicas, leader. ARGV: default rpm, default capacity, replica id, ttl ms, lease ms.
+ * lease is renewed (or taken when free and take = '1'), and the published params and current tokens are read.
+ * KEYS: bucket, params, replicas, leader. ARGV: default rpm, default capacity, replica id, ttl ms, lease ms, take.
  * Returns {now, replica count, leader (0 no, 1 still, 2 newly), replica ids (first 50), params (flat), tokens x 1000}.
  */
 export const sync = `${now}${refill}
@@ -141,11 +141,29 @@ local leader = 0
 if holder == id then
   redis.call('PEXPIRE', KEYS[4], ARGV[5])
   leader = 1
-elseif not holder then
+elseif not holder and ARGV[6] == '1' then
   redis.call('SET', KEYS[4], id, 'PX', ARGV[5])
   leader = 2
 end
 return {now, count, leader, ids, redis.call('HGETALL', KEYS[2]), math.floor(tokens * 1000)}
+`
+
+/**
+ * A replica back from its failure mode adds the calls it sent meanwhile to the send window, so
+ * the learned count holds them; each keeps its member, so adding again changes nothing. A bucket
+ * that is gone (an emptied Redis) starts from the tokens the replica last saw, not full: the
+ * upstream still counts what every replica sent while Redis was away.
+ * KEYS: bucket, window. ARGV: tokens, then sent at, member pairs. Returns Redis now.
+ */
+export const recover = `${now}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'tokens', ARGV[1], 'at', tostring(now))
+end
+for i = 2, #ARGV - 1, 2 do
+  local at = tonumber(ARGV[i])
+  if at and at > now - ${windowMs} then redis.call('ZADD', KEYS[2], at, ARGV[i + 1]) end
+end
+return now
 `
 
 /** An upstream Retry-After pauses every replica until Redis now + ms. KEYS: params. ARGV: ms. */

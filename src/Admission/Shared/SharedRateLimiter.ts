@@ -23,8 +23,10 @@ export const leaseMs = 3_000
 const maxPollMs = 1_000
 /** A claim outlives the waiter's next look by this much. */
 const claimGraceMs = 1_000
-/** Evidence kept while Redis cannot take it; older entries are dropped first. */
+/** Evidence kept while Redis cannot take it (and sends made meanwhile, for the window); older entries are dropped first. */
 const maxPending = 5_000
+/** A refund or refused call finds its send among those at most this far from its time (as Scripts.refund does). */
+const matchMs = 5_000
 /** What a closed limit tells clients: the next probe comes sooner than this. */
 const closedRetryAfterMs = 1_000
 
@@ -50,7 +52,8 @@ export const layer = (url: string) =>
       const takeKeys = [...bucketKeys, ...keys.claims]
       const replicaId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`
       const failedTo: BackendState = config.redisFailure === "local" ? "local_fallback" : "closed"
-      const leader = new LawLeader(laws[config.rateControl](config.rateRpm, clock.unsafeCurrentTimeMillis()), config.rateRpm, config.bucketCapacity)
+      const makeLaw = laws[config.rateControl]
+      const leader = new LawLeader(makeLaw(config.rateRpm, clock.unsafeCurrentTimeMillis()), config.rateRpm, config.bucketCapacity, makeLaw)
 
       // This replica's own configuration: the defaults of a limit nobody has published yet.
       let baseRpm = config.rateRpm
@@ -66,10 +69,40 @@ export const layer = (url: string) =>
       let replicaIds: ReadonlyArray<string> = [replicaId]
       let params: Readonly<Record<string, string>> = {}
       let tokens = capacity
-      // Answers not yet reported to the leader.
+      // Evidence not yet reported to the leader: answers, and everything while Redis is away.
       let pending: Array<string> = []
+      // Calls sent while Redis was away, not yet in its send window (Redis time, window member).
+      let offline: Array<{ readonly at: number; readonly member: string }> = []
+      // A replica back from its failure mode leaves a free lease to the last leader until then (local clock).
+      let leaseFreeFrom = 0
 
       const redisNow = () => clock.unsafeCurrentTimeMillis() + offset
+      const remember = (entry: string) => {
+        pending.push(entry)
+        if (pending.length > maxPending) pending.shift()
+      }
+      // Off shared, the fallback bucket limits and its law learns; the leader hears of it all on recovery.
+      // Times handed out are Redis time (local clock + last offset) in every state.
+      const sentOffline = (localAt: number) => {
+        const at = localAt + offset
+        remember(`d:${Math.round(at)}`)
+        offline.push({ at, member: `${replicaId}|l${++seq}` })
+        if (offline.length > maxPending) offline.shift()
+        return at
+      }
+      // A call that never counted upstream leaves the sends kept for the window.
+      const uncountOffline = (sentAt: number) => {
+        forgetOffline(sentAt)
+        remember(`u:${Math.round(sentAt)}`)
+      }
+      const forgetOffline = (sentAt: number) => {
+        let found = -1
+        for (let i = offline.length - 1; i >= 0; i--) {
+          const d = Math.abs(offline[i]!.at - sentAt)
+          if (d <= matchMs && (found < 0 || d < Math.abs(offline[found]!.at - sentAt))) found = i
+        }
+        if (found >= 0) offline.splice(found, 1)
+      }
       const seen = (now: number) => {
         offset = now - clock.unsafeCurrentTimeMillis()
       }
@@ -164,13 +197,27 @@ export const layer = (url: string) =>
       const unsend = (sentAt: number | undefined, give: boolean, tell: boolean) =>
         Effect.asVoid(shared(redis.script(Scripts.refund, bucketKeys, [...defaults(), `${replicaId}|`, sentAt === undefined ? "" : Math.round(sentAt), give ? "1" : "0", tell ? "1" : "0"])))
 
-      const flush = Effect.suspend(() => {
-        if (pending.length === 0) return Effect.void
+      // Back from the failure mode: the sends made meanwhile join the window (a bucket an emptied
+      // Redis lost starts from the tokens last seen), then the evidence goes to the leader.
+      const recover = (lastTokens: number) =>
+        Effect.gen(function*() {
+          const since = redisNow() - Scripts.windowMs
+          const sends = offline.filter((s) => s.at > since)
+          const done = yield* shared(redis.script(Scripts.recover, [keys.bucket, keys.window], [String(Math.max(0, lastTokens)), ...sends.flatMap((s) => [Math.round(s.at), s.member])]))
+          if (Option.isNone(done)) return false
+          offline = []
+          return yield* flush
+        })
+
+      /** Reports the pending evidence; false when Redis did not take it (it stays pending). */
+      const flush: Effect.Effect<boolean> = Effect.suspend(() => {
+        if (pending.length === 0) return Effect.succeed(true)
         const entries = pending
         pending = []
-        return Effect.asVoid(shared(redis.script(Scripts.report, [keys.evidence], entries)).pipe(
-          Effect.tap(Option.match({ onSome: () => Effect.void, onNone: () => Effect.sync(() => (pending = [...entries, ...pending].slice(-maxPending))) }))
-        ))
+        return shared(redis.script(Scripts.report, [keys.evidence], entries)).pipe(
+          Effect.tap(Option.match({ onSome: () => Effect.void, onNone: () => Effect.sync(() => (pending = [...entries, ...pending].slice(-maxPending))) })),
+          Effect.map(Option.isSome)
+        )
       })
 
       const backend = (): BackendView => ({
@@ -213,7 +260,7 @@ export const layer = (url: string) =>
           const drained = yield* shared(redis.script(Scripts.drainWithState, [keys.evidence, keys.lawState], []))
           if (Option.isNone(drained)) return
           const [entries, saved] = Array.isArray(drained.value) ? drained.value : []
-          if (fresh) leader.restore(typeof saved === "string" ? saved : null)
+          if (fresh) leader.restore(typeof saved === "string" ? saved : null, now)
           leader.feed(Array.isArray(entries) ? entries.filter((e): e is string => typeof e === "string") : [])
           const set = (name: string) => (params[name] === undefined ? undefined : Number(params[name]))
           leader.configure(set("setRpm"), set("setCapacity"), now)
@@ -226,7 +273,8 @@ export const layer = (url: string) =>
 
       // Heartbeat and probe: the registry, the lease, the published params; back to shared on the first answer.
       const sync = Effect.gen(function*() {
-        const reply = yield* Effect.either(redis.script(Scripts.sync, [keys.bucket, keys.params, keys.replicas, keys.leader], [...defaults(), replicaId, heartbeatTtlMs, leaseMs]))
+        const mayLead = isLeader || (state === "shared" && clock.unsafeCurrentTimeMillis() >= leaseFreeFrom)
+        const reply = yield* Effect.either(redis.script(Scripts.sync, [keys.bucket, keys.params, keys.replicas, keys.leader], [...defaults(), replicaId, heartbeatTtlMs, leaseMs, mayLead ? "1" : "0"]))
         if (Either.isLeft(reply)) return yield* failed(reply.left)
         const [now, count, leading, ids, flat, milli] = Array.isArray(reply.right) ? reply.right : []
         if (typeof now !== "number") return
@@ -236,11 +284,20 @@ export const layer = (url: string) =>
         replicas = Math.max(1, Number(count))
         replicaIds = Array.isArray(ids) ? ids.filter((id): id is string => typeof id === "string") : replicaIds
         params = pairs(flat)
-        tokens = Number(milli) / 1000
         yield* keepShare
+        if (state !== "shared") {
+          // Not back until what it sent meanwhile is in Redis (`tokens` is still the last seen
+          // there); a lease freed meanwhile goes to the last leader first, whose law still holds
+          // what it learned (an emptied Redis lost the saved one).
+          if (!(yield* recover(tokens))) return
+          if (!isLeader) leaseFreeFrom = clock.unsafeCurrentTimeMillis() + leaseMs
+        }
+        tokens = Number(milli) / 1000
         yield* switchTo("shared", "redis answered")
         yield* flush
+        const wasLeader = isLeader
         isLeader = leading === 1 || leading === 2
+        if (wasLeader && !isLeader) leader.resign()
         if (isLeader) yield* lead(now, leading === 2)
       })
 
@@ -257,18 +314,30 @@ export const layer = (url: string) =>
       return RateLimiter.of({
         take,
         tryTake,
-        dispatched: Effect.suspend(() => (state === "shared" ? Effect.succeed(redisNow()) : local.dispatched)),
-        refund: (sentAt) => Effect.suspend(() => (state === "shared" ? unsend(sentAt, true, true) : local.refund(sentAt))),
+        dispatched: Effect.suspend(() => (state === "shared" ? Effect.succeed(redisNow()) : Effect.map(local.dispatched, sentOffline))),
+        refund: (sentAt) =>
+          Effect.suspend(() => {
+            if (state === "shared") return unsend(sentAt, true, true)
+            if (sentAt !== undefined) uncountOffline(sentAt)
+            return local.refund(sentAt === undefined ? undefined : sentAt - offset)
+          }),
         record: (outcome, sentAt, retryAfterMs) =>
           Effect.suspend(() => {
-            if (state !== "shared") return local.record(outcome, sentAt, retryAfterMs)
-            pending.push(evidence.answered(outcome, sentAt, redisNow(), retryAfterMs))
-            if (pending.length > maxPending) pending.shift()
+            remember(evidence.answered(outcome, sentAt, redisNow(), retryAfterMs))
+            if (state !== "shared") {
+              if (outcome === "throttled") forgetOffline(sentAt)
+              return local.record(outcome, sentAt - offset, retryAfterMs)
+            }
             // A 429 goes to the leader at once: every replica slows within one sync. The refused
             // call leaves the shared count, as the law's own count drops it.
             return outcome === "throttled" ? Effect.zipRight(flush, unsend(sentAt, false, false)) : Effect.void
           }),
-        uncounted: (sentAt) => Effect.suspend(() => (state === "shared" ? unsend(sentAt, false, true) : local.uncounted(sentAt))),
+        uncounted: (sentAt) =>
+          Effect.suspend(() => {
+            if (state === "shared") return unsend(sentAt, false, true)
+            uncountOffline(sentAt)
+            return local.uncounted(sentAt - offset)
+          }),
         pauseFor: (millis) =>
           Effect.zipRight(
             local.pauseFor(millis),
