@@ -198,9 +198,27 @@
               default = null;
               description = "Optional YAML config passed as --config; environment settings override it.";
             };
+
+            redisUrl = lib.mkOption {
+              type = lib.types.nullOr lib.types.str;
+              default = null;
+              example = "redis://10.0.0.5:6379/0";
+              description = ''
+                SIDECAR_REDIS_URL: the Redis holding the limit shared by every replica with the same
+                limit key (README, "Scale out"); null = this host limits alone. A URL with a password
+                would land in the world-readable Nix store: set SIDECAR_REDIS_URL in
+                `environmentFile` instead. SIDECAR_REDIS_FAILURE and SIDECAR_LIMIT_KEY go in `settings`.
+              '';
+            };
           };
 
           config = lib.mkIf cfg.enable {
+            assertions = [
+              {
+                assertion = cfg.redisUrl == null || !(cfg.settings ? SIDECAR_REDIS_URL);
+                message = "services.nvidia-sidecar: set the Redis URL once, in redisUrl or in settings.SIDECAR_REDIS_URL";
+              }
+            ];
             systemd.services.nvidia-sidecar = {
               description = "nvidia-sidecar rate-limiting proxy for OpenAI-compatible LLM APIs";
               after = [ "network-online.target" ];
@@ -211,6 +229,7 @@
               environment = {
                 NODE_ENV = "production";
               }
+              // lib.optionalAttrs (cfg.redisUrl != null) { SIDECAR_REDIS_URL = cfg.redisUrl; }
               // lib.mapAttrs (_: toEnv) cfg.settings;
               serviceConfig = hardening // {
                 Type = "exec";

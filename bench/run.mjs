@@ -1,7 +1,8 @@
-// Benchmark runner: node bench/run.mjs [--suite passthrough,streaming,startup,queued,limited,queue10k,fairness,law|all] [--targets direct,baseline,sidecar]
+// Benchmark runner: node bench/run.mjs [--suite passthrough,streaming,startup,queued,limited,queue10k,fairness,law,redis|all] [--targets direct,baseline,sidecar]
 //   [--repeats N] [--seconds D] [--warmup S] [--concurrency 1,32,128] [--streams 64] [--stream-chunks 100]
 //   [--startup-runs 5] [--limited-seconds D] [--queued-concurrency 128] [--queue10k-n 10000] [--queue10k-gc] [--loadgen wrk|node]
 //   [--law-seconds D] [--law-control learning|adr009]
+//   [--redis-seconds 180] [--redis-outage 30] [--redis-capacity 5] [--redis-variants shared,local,closed,latency] [--redis-aof]   (suite redis: bench/redis.mjs)
 //   [--sidecar-bin PATH]   (or SIDECAR_BIN: another checkout's bin/nvidia-sidecar.mjs, e.g. for before/after figures)
 //   [--compare-bin PATH]   (or COMPARE_BIN: passthrough, streaming and queued also run that build's sidecars, as "<target>@b", in the same run)
 //   [--sidecar-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]   (node flags for every sidecar process)
@@ -18,8 +19,8 @@ import { setTimeout as sleep } from "node:timers/promises"
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(benchDir, "..")
-const ALL_SUITES = ["passthrough", "streaming", "startup", "queued", "limited", "queue10k", "fairness", "law"]
-const DEFAULT_SUITES = ["passthrough", "streaming", "startup", "queued"] // limited alone takes >= 60 s; queue10k holds 10,000 sockets; law 5 minutes
+const ALL_SUITES = ["passthrough", "streaming", "startup", "queued", "limited", "queue10k", "fairness", "law", "redis"]
+const DEFAULT_SUITES = ["passthrough", "streaming", "startup", "queued"] // limited alone takes >= 60 s; queue10k holds 10,000 sockets; law 5 minutes; redis ≈ 11 minutes
 
 const { values: flags } = parseArgs({
   options: {
@@ -35,6 +36,11 @@ const { values: flags } = parseArgs({
     "limited-seconds": { type: "string", default: process.env.BENCH_LIMITED_SECONDS ?? "60" },
     "law-seconds": { type: "string", default: process.env.BENCH_LAW_SECONDS ?? "300" },
     "law-control": { type: "string", default: "learning" },
+    "redis-seconds": { type: "string", default: process.env.BENCH_REDIS_SECONDS ?? "180" },
+    "redis-outage": { type: "string", default: "30" },
+    "redis-capacity": { type: "string", default: "5" },
+    "redis-variants": { type: "string", default: "shared,local,closed,latency" },
+    "redis-aof": { type: "boolean", default: false },
     "queued-concurrency": { type: "string", default: "128" },
     "queue10k-n": { type: "string", default: "10000" },
     "queue10k-gc": { type: "boolean", default: false },
@@ -57,7 +63,8 @@ const o = {
   streamChunks: Number(flags["stream-chunks"]), startupRuns: Number(flags["startup-runs"]),
   limitedSeconds: Number(flags["limited-seconds"]), queuedConcurrency: Number(flags["queued-concurrency"]),
   queue10kN: Number(flags["queue10k-n"]), queue10kGc: flags["queue10k-gc"],
-  lawSeconds: Number(flags["law-seconds"]), lawControl: flags["law-control"]
+  lawSeconds: Number(flags["law-seconds"]), lawControl: flags["law-control"],
+  redis: { seconds: Number(flags["redis-seconds"]), outage: Number(flags["redis-outage"]), capacity: Number(flags["redis-capacity"]), variants: flags["redis-variants"].split(",").map((s) => s.trim()), aof: flags["redis-aof"] }
 }
 // The sidecar under test: this checkout's, or another checkout's bin (its dist/ must be built there).
 const SIDECAR_BIN = path.resolve(flags["sidecar-bin"] ?? path.join(root, "bin/nvidia-sidecar.mjs"))
@@ -906,6 +913,7 @@ function markdown(results) {
     }
   }
   if (results.suites.fairness) L.push(fairnessMarkdown(results.suites.fairness))
+  if (results.suites.redis) L.push(results.suites.redis.markdown ?? `\n## redis\n\nnot run: ${results.suites.redis.error}`)
   if (lw) L.push("", "## law (the simulator checked against the real process)", "", lw.error ? `not run: ${lw.error.split("\n")[0]}` : lw.table)
   if (results.budget.length) {
     L.push("", "## budget (SPEC §11)", "", "| check | budget | measured | ok |", "|---|---|---|---|")
@@ -949,6 +957,7 @@ function budget(s) {
   // Corrected: a stall counts for every 5 ms tick it blocked, not as one sample (coordinated omission).
   if (k?.probeLeave?.correctedP99 != null) add(`/health p99 (corrected) while ${k.leaveN} leave at once`, "<= 20 ms", k.probeLeave.correctedP99, k.probeLeave.correctedP99 <= 20, " ms")
   if (k?.rssAfterLeaving != null) add("RSS 10 s after all left, above idle", "near idle", k.rssAfterLeaving - k.rssIdle, null, " MiB")
+  if (s.redis?.budget) out.push(...s.redis.budget)
   const up = s.startup?.summary?.find((x) => x.target === "sidecar")?.ms.median
   if (up != null) add("start-up to listening", "<= 500 ms", up, up <= 500, " ms")
   return out
@@ -994,6 +1003,14 @@ async function main() {
       results.suites.law = { error: String(e?.stack ?? e) }
       results.failed.law = results.suites.law.error
     }
+  }
+  if (o.suites.includes("redis")) {
+    const { redisSuite } = await import("./redis.mjs")
+    results.suites.redis = await redisSuite({
+      startNode, startSidecar, sidecarEnv, stop, listening, freePort, waitHealthy, getJson, closedLoop, cpuUs, psi, log, children, benchDir, CHAT, HEADERS,
+      stats: { pct, median, sorted, f }
+    }, { ...o.redis, repeats: o.repeats, runSeconds: o.seconds, warmup: o.warmup })
+    if (results.suites.redis.error) results.failed.redis = results.suites.redis.error
   }
   meta.psiEnd = psi()
   results.budget = budget(results.suites)

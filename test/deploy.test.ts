@@ -182,6 +182,12 @@ describe("flake", () => {
     }
   });
 
+  it("maps the module's redisUrl option to SIDECAR_REDIS_URL, and refuses it set twice", () => {
+    expect(flake).toMatch(/redisUrl = lib\.mkOption \{\s*type = lib\.types\.nullOr lib\.types\.str;\s*default = null;/);
+    expect(flake).toContain("lib.optionalAttrs (cfg.redisUrl != null) { SIDECAR_REDIS_URL = cfg.redisUrl; }");
+    expect(flake).toContain("cfg.redisUrl == null || !(cfg.settings ? SIDECAR_REDIS_URL)");
+  });
+
   it("pins nixpkgs in flake.lock to a full revision with its NAR hash", () => {
     type Node = { locked?: Record<string, unknown>; original?: Record<string, unknown>; inputs?: Record<string, string> };
     const lock = JSON.parse(read("flake.lock")) as { nodes: Record<string, Node>; root: string; version: number };
@@ -222,6 +228,15 @@ describe("Node.js line", () => {
   it("builds the bundle for the oldest line engines admits", () => {
     const lowest = Math.min(...engines.split("||").map((clause) => Number(/\^(\d+)/.exec(clause)?.[1])));
     expect(read("scripts/build.mjs")).toContain(`target: "node${String(lowest)}"`);
+  });
+});
+
+describe(".ci/run", () => {
+  // The shared-limit tests and `bench --suite redis` start their own redis-server on a free port.
+  it("installs Debian's redis-server when missing, without starting the system service", () => {
+    const ci = read(".ci/run");
+    expect(ci).toContain(`command -v redis-server >/dev/null || need="$need redis-server"`);
+    expect(ci).toMatch(/printf '#!\/bin\/sh\\nexit 101\\n' >"\$policy"/);
   });
 });
 
