@@ -126,14 +126,14 @@ describe("Prometheus alert rules", () => {
     expect(test.output).not.toContain("FAILED")
     expect(test.status).toBe(0)
     const tested = readFileSync(deploy("prometheus-alerts.test.yml"), "utf8")
-    for (const alert of ["SidecarRateAtFloor", "SidecarQueueNearFull", "SidecarUpstreamUnreachable", "SidecarDown"]) {
+    for (const alert of ["SidecarRateAtFloor", "SidecarQueueNearFull", "SidecarUpstreamUnreachable", "SidecarDown", "SidecarLimitNotShared"]) {
       expect(tested, alert).toContain(`alertname: ${alert}`)
     }
   })
 
   it("cover the states an operator must act on, each with a severity, a summary and a description", () => {
     expect(rules.map((r) => r.alert)).toEqual(expect.arrayContaining([
-      "SidecarDown", "SidecarUpstreamUnreachable", "SidecarRateAtFloor", "SidecarRetreatPersistent", "SidecarQueueNearFull", "SidecarClients429High"
+      "SidecarDown", "SidecarUpstreamUnreachable", "SidecarRateAtFloor", "SidecarRetreatPersistent", "SidecarQueueNearFull", "SidecarClients429High", "SidecarLimitNotShared"
     ]))
     for (const rule of rules) {
       expect(rule.alert, rule.expr).toBeDefined()
