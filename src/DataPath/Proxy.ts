@@ -222,35 +222,37 @@ export const makeProxy = Effect.gen(function*() {
       }))
     })
 
-  /** The end of a request in one runtime call: the permit's finish, metrics, the log line. */
-  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, started: number) =>
-    Effect.gen(function*() {
-      const totalMs = now() - started
-      yield* recordUpstream(trail)
-      if (trail.permit !== undefined) yield* trail.permit.finish(trail.outcome ?? notSent)
-      yield* metrics.requestCompleted(trail.priority, status)
-      yield* metrics.requestDuration(trail.priority, totalMs / 1000)
-      const piped = trail.piped
-      if (piped?.streamFirstByteAt !== undefined) yield* metrics.streamFirstByte(trail.priority, (piped.streamFirstByteAt - started) / 1000)
-      if (piped?.observed.usage !== undefined) yield* metrics.tokensUsed(piped.observed.usage.promptTokens, piped.observed.usage.completionTokens)
-      if (!logCompleted) return
-      yield* Effect.logInfo({
-        msg: "request_completed",
-        request_id: trail.requestId,
-        ...(trail.span === undefined ? {} : { trace_id: trail.span.traceId, span_id: trail.span.spanId }),
-        method: req.method,
-        path: pathAndQuery,
-        model: trail.model ?? null,
-        priority: trail.priority,
-        status,
-        queue_ms: trail.queueMs,
-        upstream_ms: Math.round(trail.upstreamMs + (trail.callStartedAt === undefined ? 0 : now() - trail.callStartedAt)),
-        total_ms: totalMs,
-        retries: trail.retries,
-        retreat_state: trail.limits?.mode ?? null,
-        effective_rpm: trail.limits?.effectiveRpm ?? null
-      })
-    })
+  /**
+   * The end of a request in one runtime call: the permit's finish, metrics, the log line.
+   * Chained without a generator (it runs once per request); recordUpstream reads the trail when run.
+   */
+  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, started: number): Effect.Effect<void> => {
+    const totalMs = now() - started
+    let steps = recordUpstream(trail)
+    if (trail.permit !== undefined) steps = Effect.zipRight(steps, trail.permit.finish(trail.outcome ?? notSent))
+    steps = Effect.zipRight(steps, metrics.requestCompleted(trail.priority, status))
+    steps = Effect.zipRight(steps, metrics.requestDuration(trail.priority, totalMs / 1000))
+    const piped = trail.piped
+    if (piped?.streamFirstByteAt !== undefined) steps = Effect.zipRight(steps, metrics.streamFirstByte(trail.priority, (piped.streamFirstByteAt - started) / 1000))
+    if (piped?.observed.usage !== undefined) steps = Effect.zipRight(steps, metrics.tokensUsed(piped.observed.usage.promptTokens, piped.observed.usage.completionTokens))
+    if (!logCompleted) return steps
+    return Effect.zipRight(steps, Effect.suspend(() => Effect.logInfo({
+      msg: "request_completed",
+      request_id: trail.requestId,
+      ...(trail.span === undefined ? {} : { trace_id: trail.span.traceId, span_id: trail.span.spanId }),
+      method: req.method,
+      path: pathAndQuery,
+      model: trail.model ?? null,
+      priority: trail.priority,
+      status,
+      queue_ms: trail.queueMs,
+      upstream_ms: Math.round(trail.upstreamMs + (trail.callStartedAt === undefined ? 0 : now() - trail.callStartedAt)),
+      total_ms: totalMs,
+      retries: trail.retries,
+      retreat_state: trail.limits?.mode ?? null,
+      effective_rpm: trail.limits?.effectiveRpm ?? null
+    })))
+  }
 
   // Spans only exist when tracing is on; made by the tracer directly, not through the runtime.
   const startSpan = (name: string, options: SpanStart): Tracer.Span | undefined => {
