@@ -5,7 +5,7 @@ import { Metrics } from "../Observability/Metrics.js"
 import { SidecarConfig } from "../Config/SidecarConfig.js"
 import { Inflight, ModelSlots } from "./Inflight.js"
 import { type Claimed, firstArrival, makeJudge } from "./Judge.js"
-import { type AdmissionRequest, isWaiting, type Permit, type UpstreamOutcome, type Verdict, type Waiting } from "./Permit.js"
+import { type AdmissionRequest, isWaiting, type Permit, type Waiting } from "./Permit.js"
 import { PriorityQueue } from "./PriorityQueue.js"
 import { RateLimiter } from "./RateLimiter.js"
 import type { ClientState } from "./ClientTable.js"
@@ -51,39 +51,42 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
           })
           : Effect.void
 
-      const permit = (request: Claimed, seq: number, waitedMs: number, bypassed: boolean, release: Effect.Effect<void>) =>
-        Effect.gen(function*() {
-          const attempt = request.retry?.attempt ?? 0
-          yield* decided(request, waitedMs === 0 && !bypassed ? "immediate" : bypassed ? "bypassed_full_queue" : "dequeued", { seq, waited_ms: waitedMs })
-          yield* metrics.queueWait(request.priority, waitedMs / 1000)
-          const limits = yield* limiter.snapshot
+      // Plain combinators, no generator: this runs once per admission.
+      const permit = (request: Claimed, seq: number, waitedMs: number, bypassed: boolean, release: Effect.Effect<void>): Effect.Effect<Permit> => {
+        const attempt = request.retry?.attempt ?? 0
+        const noted = Effect.zipRight(
+          decided(request, waitedMs === 0 && !bypassed ? "immediate" : bypassed ? "bypassed_full_queue" : "dequeued", { seq, waited_ms: waitedMs }),
+          metrics.queueWait(request.priority, waitedMs / 1000)
+        )
+        return Effect.flatMap(Effect.zipRight(noted, limiter.snapshot), (limits) =>
           // The call goes upstream now: the law counts it from here.
-          const sentAt = yield* limiter.dispatched
-          const finish = (outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
-            Effect.zipLeft(judge(request, seq, attempt, sentAt, outcome), release)
-          return { seq, attempt, waitedMs, bypassed, limits, priority: request.priority, clientId: request.client.id, mustConsult, finish } satisfies Permit
-        })
+          Effect.map(limiter.dispatched, (sentAt): Permit => ({
+            seq,
+            attempt,
+            waitedMs,
+            bypassed,
+            limits,
+            priority: request.priority,
+            clientId: request.client.id,
+            mustConsult,
+            finish: (outcome) => Effect.zipLeft(judge(request, seq, attempt, sentAt, outcome), release)
+          })))
+      }
 
       const judge = makeJudge({ maxRetries: config.maxRetries, limiter, queue, modelSlots, decided: debug ? decided : undefined })
 
       // An idle queue, a free slot and a token at hand admit at once: no ticket, no dispatcher.
-      const admitNow = (request: Claimed) =>
-        Effect.gen(function*() {
-          if (!(yield* queue.idle(request.client))) return undefined
-          const release = yield* inflight.tryAcquire
-          if (release === undefined) return undefined
-          if (!(yield* limiter.tryTake(request.priority))) {
-            yield* release
-            return undefined
-          }
-          yield* queue.charge(request.client)
-          return yield* permit(request, request.retry?.seq ?? ++lastSeq, 0, false, release)
-        })
+      const admitNow = (request: Claimed): Effect.Effect<Permit | undefined> =>
+        Effect.flatMap(queue.idle(request.client), (idle) =>
+          !idle ? notNow : Effect.flatMap(inflight.tryAcquire, (release) =>
+            release === undefined ? notNow : Effect.flatMap(limiter.tryTake(request.priority), (took) =>
+              !took
+                ? Effect.as(release, undefined)
+                : Effect.flatMap(queue.charge(request.client), () => permit(request, request.retry?.seq ?? ++lastSeq, 0, false, release)))))
 
       // Queued: the ticket waits as plain data, no fiber; `restore` opens the bypass's waits to interruption.
-      const waitInQueue = (request: Claimed, restore: Restore) =>
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
+      const waitInQueue = (request: Claimed, restore: Restore): Effect.Effect<Permit | Waiting, AdmissionError> =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
           const ticket = makeTicket({
             seq: request.retry?.seq ?? ++lastSeq,
             priority: request.priority,
@@ -93,13 +96,14 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
             deadline: firstArrival(request, now) + queueTimeoutMs,
             span: request.span
           })
-          const placement = yield* queue.offer(ticket).pipe(
+          const offered = queue.offer(ticket).pipe(
             Effect.tapError((error) => decided(request, "refused", { reason: error._tag === "RateLimited" ? error.reason : error._tag })),
             Effect.catchTag("RateLimited", (error) => Effect.flatMap(clientRetryAfterMs(request.client), (retryAfterMs) => new RateLimited({ reason: error.reason, retryAfterMs })))
           )
-          if (debug) yield* decided(request, placement, { seq: ticket.seq, depth: (yield* queue.snapshot).size })
-          if (placement === "bypass") return yield* restore(bypass(request, ticket))
-          return waiting(request, ticket)
+          return Effect.flatMap(offered, (placement): Effect.Effect<Permit | Waiting, AdmissionError> => {
+            const placed: Effect.Effect<Permit | Waiting, AdmissionError> = placement === "bypass" ? restore(bypass(request, ticket)) : Effect.succeed(waiting(request, ticket))
+            return debug ? Effect.zipRight(Effect.flatMap(queue.snapshot, (q) => decided(request, placement, { seq: ticket.seq, depth: q.size })), placed) : placed
+          })
         })
 
       const waiting = (request: Claimed, ticket: Ticket): Waiting => ({
@@ -116,15 +120,15 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       })
 
       const afterWait = (request: Claimed, ticket: Ticket, outcome: TicketOutcome): Effect.Effect<Permit, AdmissionError> =>
-        Effect.gen(function*() {
-          const waitedMs = (yield* Clock.currentTimeMillis) - ticket.enqueuedAt
-          if (outcome._tag === "Admitted") return yield* permit(request, ticket.seq, waitedMs, false, outcome.release)
-          if (outcome._tag === "Left") return yield* Effect.interrupt
-          yield* decided(request, "refused", { seq: ticket.seq, reason: outcome.error._tag, waited_ms: waitedMs })
-          if (outcome.error._tag === "RateLimited") {
-            return yield* new RateLimited({ reason: outcome.error.reason, retryAfterMs: yield* limiter.retryAfterMs })
-          }
-          return yield* Effect.fail(outcome.error)
+        Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AdmissionError> => {
+          const waitedMs = now - ticket.enqueuedAt
+          if (outcome._tag === "Admitted") return permit(request, ticket.seq, waitedMs, false, outcome.release)
+          if (outcome._tag === "Left") return Effect.interrupt
+          const error = outcome.error
+          const refused: Effect.Effect<never, AdmissionError> = error._tag === "RateLimited"
+            ? Effect.flatMap(limiter.retryAfterMs, (retryAfterMs) => Effect.fail(new RateLimited({ reason: error.reason, retryAfterMs })))
+            : Effect.fail(error)
+          return Effect.zipRight(decided(request, "refused", { seq: ticket.seq, reason: error._tag, waited_ms: waitedMs }), refused)
         })
 
       // Skips a full queue, not the limits: it still needs a slot and a token before its deadline.
@@ -185,21 +189,22 @@ export class Admission extends Context.Tag("sidecar/Admission")<Admission, {
       // Runs uninterruptibly but for the waits `restore` opens: a ticket queued is always handed back.
       const begin = (request: AdmissionRequest, restore: Restore): Effect.Effect<Permit | Waiting, AdmissionError> =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.gen(function*() {
-            const claimed = yield* claim(request, now)
-            const leaveModel = yield* restore(modelSlots.enter(claimed.model, firstArrival(claimed, now) + queueTimeoutMs))
-            if (leaveModel === undefined) {
-              yield* decided(claimed, "refused", { reason: "model_inflight_limit" })
-              return yield* new RateLimited({ reason: "queue_timeout", retryAfterMs: yield* limiter.retryAfterMs })
-            }
-            const admitted = admit(claimed, restore)
-            // No model room held (no model named): nothing to give back.
-            if (leaveModel === Effect.void) return yield* admitted
-            return yield* admitted.pipe(
-              Effect.onError(() => leaveModel),
-              Effect.map((a) => (isWaiting(a) ? holdingModel(a, leaveModel) : withModel(a, leaveModel)))
-            )
-          }))
+          Effect.flatMap(claim(request, now), (claimed) =>
+            Effect.flatMap(restore(modelSlots.enter(claimed.model, firstArrival(claimed, now) + queueTimeoutMs)), (leaveModel) => {
+              if (leaveModel === undefined) {
+                return Effect.zipRight(
+                  decided(claimed, "refused", { reason: "model_inflight_limit" }),
+                  Effect.flatMap(limiter.retryAfterMs, (retryAfterMs) => Effect.fail(new RateLimited({ reason: "queue_timeout", retryAfterMs })))
+                )
+              }
+              const admitted = admit(claimed, restore)
+              // No model room held (no model named): nothing to give back.
+              if (leaveModel === Effect.void) return admitted
+              return admitted.pipe(
+                Effect.onError(() => leaveModel),
+                Effect.map((a) => (isWaiting(a) ? holdingModel(a, leaveModel) : withModel(a, leaveModel)))
+              )
+            })))
 
       return Admission.of({
         begin: (request) => Effect.uninterruptibleMask((restore) => begin(request, restore)),
@@ -240,4 +245,5 @@ const holdingModel = (w: Waiting, leaveModel: Effect.Effect<void>): Waiting => (
 const UNIDENTIFIED = "(unidentified)"
 
 const left: TicketOutcome = { _tag: "Left" }
+const notNow: Effect.Effect<undefined> = Effect.succeed(undefined)
 const mustConsult = (status: number) => status === 429

@@ -81,6 +81,8 @@ export const newClient = (id: string, limits: ClientLimits, now: number): Client
 export class ClientTable {
   private readonly clients = new Map<string, ClientState>()
   private readonly overflow: ClientState
+  /** The last entry of `clients`' recency order (maybe since forgotten: it is only compared with a live entry). */
+  private newest: ClientState | undefined
 
   constructor(private readonly max: number, private table: ClientLimitsTable, now: number) {
     this.overflow = newClient(OVERFLOW, this.limitsFor(OVERFLOW), now)
@@ -98,8 +100,12 @@ export class ClientTable {
   resolve(id: string, now: number): ClientState {
     const known = this.clients.get(id)
     if (known !== undefined) {
-      this.clients.delete(id)
-      this.clients.set(id, known)
+      // Already the newest entry (one client asking again and again): no reinsertion to pay.
+      if (known !== this.newest) {
+        this.clients.delete(id)
+        this.clients.set(id, known)
+        this.newest = known
+      }
       known.lastSeen = now
       return known
     }
@@ -109,6 +115,7 @@ export class ClientTable {
     }
     const client = newClient(id, this.limitsFor(id), now)
     this.clients.set(id, client)
+    this.newest = client
     return client
   }
 
@@ -170,6 +177,7 @@ export class ClientTable {
       this.clients.delete(oldest.id)
       if (oldest.queued === 0 && oldest.parkedUntil === 0 && now - oldest.lastSeen >= IDLE_MS) return true
       this.clients.set(oldest.id, oldest)
+      this.newest = oldest
     }
     return false
   }

@@ -61,17 +61,14 @@ export const layer = Layer.scopedDiscard(
 
     // While the in-flight bound bites, each release admits the next request itself when a token
     // is at hand (what `admitOne` would do first), so this fiber is not woken once per admission.
-    yield* inflight.onRelease(Effect.gen(function*() {
-      const best = yield* queue.best
-      if (best === undefined || !(yield* limiter.tryTake(best.priority))) return false
-      const release = yield* inflight.tryAcquire
-      if (release === undefined) {
-        yield* limiter.refund()
-        return false
-      }
-      return yield* queue.settle(best, { _tag: "Admitted", release })
-    }))
+    // Plain combinators, no generator: it runs on every release.
+    yield* inflight.onRelease(Effect.flatMap(queue.best, (best) =>
+      best === undefined ? notHanded : Effect.flatMap(limiter.tryTake(best.priority), (took) =>
+        !took ? notHanded : Effect.flatMap(inflight.tryAcquire, (release) =>
+          release === undefined ? Effect.as(limiter.refund(), false) : queue.settle(best, { _tag: "Admitted", release })))))
 
     yield* step.pipe(Effect.forever, Effect.forkScoped)
   })
 )
+
+const notHanded: Effect.Effect<boolean> = Effect.succeed(false)

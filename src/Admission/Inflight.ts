@@ -28,14 +28,16 @@ export class Inflight extends Context.Tag("sidecar/Inflight")<Inflight, {
 const make = (max: number): Inflight["Type"] => {
   let used = 0
   const freed = new Signal()
-  let handOff: Effect.Effect<boolean> | undefined
   let handing = false
   const wake = Effect.sync(() => freed.fire())
+  const doneHanding = Effect.sync(() => void (handing = false))
+  // The hook wrapped once when it is set, not once per release.
+  let handOff: Effect.Effect<void> | undefined
   const release = (): Effect.Effect<void> => {
     used = Math.max(0, used - 1)
     if (handOff === undefined || handing) return wake
     handing = true
-    return Effect.flatMap(Effect.ensuring(handOff, Effect.sync(() => void (handing = false))), (handed) => (handed ? Effect.void : wake))
+    return handOff
   }
   // One release per acquisition, however often it runs.
   const releaser = (): Effect.Effect<void> => {
@@ -72,7 +74,7 @@ const make = (max: number): Inflight["Type"] => {
     acquire,
     acquireWithin,
     used: Effect.sync(() => used),
-    onRelease: (next) => Effect.sync(() => void (handOff = next))
+    onRelease: (next) => Effect.sync(() => void (handOff = Effect.flatMap(Effect.ensuring(next, doneHanding), (handed) => (handed ? Effect.void : wake))))
   }
 }
 

@@ -27,21 +27,18 @@ export interface JudgeDeps {
  * What an upstream answer means for admission (a permit's `finish`): bucket and law feedback,
  * learned model limits, a Retry-After pause, and whether the answer is delivered or retried.
  */
-export const makeJudge = ({ maxRetries, limiter, queue, modelSlots, decided }: JudgeDeps) =>
-  (request: Claimed, seq: number, attempt: number, sentAt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> =>
+export const makeJudge = ({ maxRetries, limiter, queue, modelSlots, decided }: JudgeDeps) => {
+  // The common answers take plain combinators; only a 429 takes the generator below.
+  const judge = (request: Claimed, seq: number, attempt: number, sentAt: number, outcome: UpstreamOutcome): Effect.Effect<Verdict> => {
+    if (outcome._tag === "NotSent") return Effect.as(Effect.zipRight(limiter.refund(sentAt), queue.refund(request.client)), deliver)
+    // No answer: the call stays counted, the safe side.
+    if (outcome._tag === "Failed") return delivered
+    if (outcome.status !== 429) return Effect.as(Effect.zipRight(limiter.record("ok", sentAt), modelSlots.answered(request.model)), deliver)
+    return throttled(request, seq, attempt, sentAt, outcome)
+  }
+
+  const throttled = (request: Claimed, seq: number, attempt: number, sentAt: number, outcome: Answered): Effect.Effect<Verdict> =>
     Effect.gen(function*() {
-      if (outcome._tag === "NotSent") {
-        yield* limiter.refund(sentAt)
-        yield* queue.refund(request.client)
-        return deliver
-      }
-      // No answer: the call stays counted, the safe side.
-      if (outcome._tag === "Failed") return deliver
-      if (outcome.status !== 429) {
-        yield* limiter.record("ok", sentAt)
-        yield* modelSlots.answered(request.model)
-        return deliver
-      }
       // A model's workers are full: a concurrency signal, not a rate signal. The model's
       // in-flight limit is learned; the rate and the law's count are left alone.
       const cap = concurrencySignal(outcome.body ?? "")
@@ -66,7 +63,13 @@ export const makeJudge = ({ maxRetries, limiter, queue, modelSlots, decided }: J
       return { _tag: "Deliver", headers: maxRetries > 0 ? { ...headers, "x-should-retry": "false" } : headers } as const
     })
 
+  return judge
+}
+
 /** When the request (its first attempt, for a retry) reached admission. */
 export const firstArrival = (request: AdmissionRequest, now: number) => request.retry?.arrivedAt ?? request.arrivedAt ?? now
 
 const deliver: Verdict = { _tag: "Deliver", headers: {} }
+const delivered: Effect.Effect<Verdict> = Effect.succeed(deliver)
+
+type Answered = Extract<UpstreamOutcome, { readonly _tag: "Answered" }>

@@ -88,12 +88,18 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
       // Wakes the dispatcher when the best request changes, the sweeper when the first deadline does.
       const headMoved = new Signal()
       const deadlineMoved = new Signal()
+      // When the sweeper next runs on its own. A deadline or wake-up at or after it needs no
+      // early wake: one that arrives into an empty queue would otherwise re-arm its timer per request.
+      let sweepAt = Infinity
+      const sweepBy = (at: number) => {
+        if (at < sweepAt) deadlineMoved.fire()
+      }
 
       // Parks a client whose own token is not due yet, frees one whose token is.
       const pace = (client: ClientState, due: number) => {
         if (due > 0) {
           queue.park(client, due)
-          deadlineMoved.fire()
+          sweepBy(due)
         } else queue.unpark(client)
       }
 
@@ -135,7 +141,7 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
             queue.add(ticket)
             counters.enqueued++
             if (queue.best() !== before) headMoved.fire()
-            if (queue.earliestDeadline() === ticket) deadlineMoved.fire()
+            if (queue.earliestDeadline() === ticket) sweepBy(ticket.deadline)
             return Effect.succeed("queued" as const)
           }))
 
@@ -166,6 +172,7 @@ export class PriorityQueue extends Context.Tag("sidecar/PriorityQueue")<Priority
         for (let c = queue.nextWake(); c !== undefined && c.parkedUntil <= now; c = queue.nextWake()) pace(c, clients.dueAt(c, now))
         if (queue.best() !== before) headMoved.fire()
         const next = Math.min(queue.earliestDeadline()?.deadline ?? Infinity, queue.nextWake()?.parkedUntil ?? Infinity)
+        sweepAt = next
         return next === Infinity
           ? deadlineMoved.wait
           : Effect.timeoutOption(deadlineMoved.wait, Duration.millis(next - now))

@@ -67,19 +67,24 @@ export const makeProxy = Effect.gen(function*() {
     try {
       status = answer(res, await forward(req, res, pathAndQuery, trail, signal), signal)
     } finally {
-      const usage = trail.piped?.observed.usage
-      endSpan(trail.span, endExit("server", status), {
-        "http.response.status_code": status,
-        ...(status >= 500 || status === 429 ? { "error.type": String(status) } : {}),
-        ...(trail.model === undefined ? {} : { "gen_ai.request.model": trail.model }),
-        ...(trail.piped?.observed.model === undefined ? {} : { "gen_ai.response.model": trail.piped.observed.model }),
-        ...(usage === undefined ? {} : { "gen_ai.usage.input_tokens": usage.promptTokens, "gen_ai.usage.output_tokens": usage.completionTokens }),
-        "sidecar.queue_wait_ms": trail.queueMs,
-        "sidecar.upstream_retries": trail.retries,
-        "sidecar.retreat_state": trail.limits?.mode ?? "normal"
-      })
+      // Without tracing there is no span, and its attributes are not even built.
+      if (trail.span !== undefined) endRequestSpan(trail.span, trail, status)
       void bridge.run(completed(trail, req, pathAndQuery, status, started))
     }
+  }
+
+  const endRequestSpan = (span: Tracer.Span, trail: Trail, status: number) => {
+    const usage = trail.piped?.observed.usage
+    endSpan(span, endExit("server", status), {
+      "http.response.status_code": status,
+      ...(status >= 500 || status === 429 ? { "error.type": String(status) } : {}),
+      ...(trail.model === undefined ? {} : { "gen_ai.request.model": trail.model }),
+      ...(trail.piped?.observed.model === undefined ? {} : { "gen_ai.response.model": trail.piped.observed.model }),
+      ...(usage === undefined ? {} : { "gen_ai.usage.input_tokens": usage.promptTokens, "gen_ai.usage.output_tokens": usage.completionTokens }),
+      "sidecar.queue_wait_ms": trail.queueMs,
+      "sidecar.upstream_retries": trail.retries,
+      "sidecar.retreat_state": trail.limits?.mode ?? "normal"
+    })
   }
 
   const forward = async (req: IncomingMessage, res: ServerResponse, pathAndQuery: string, trail: Trail, signal: AbortSignal): Promise<Outcome> => {
@@ -127,8 +132,8 @@ export const makeProxy = Effect.gen(function*() {
   const limited = async (res: ServerResponse, request: UpstreamRequest, trail: Trail, signal: AbortSignal, clientId: string): Promise<Outcome> => {
     let next: AdmissionRequest = { priority: trail.priority, model: trail.model, clientId }
     for (;;) {
-      const queueSpan = startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } })
-      const acquired = await acquire(withSpan(next, queueSpan ?? trail.span), signal)
+      const queueSpan = tracing ? startSpan("sidecar.queue_wait", { parent: trail.span, attributes: { "sidecar.priority": trail.priority } }) : undefined
+      const acquired = await acquire(queueSpan === undefined ? next : withSpan(next, queueSpan), signal)
       endSpan(queueSpan)
       if (Either.isLeft(acquired)) return Either.left(acquired.left)
       const permit = acquired.right
@@ -195,10 +200,12 @@ export const makeProxy = Effect.gen(function*() {
       failure: Either.isLeft(result) ? (result.left._tag === "UpstreamTimeout" ? `timeout (${result.left.phase})` : result.left.reason) : undefined
     }
     const status = trail.upstream.status
-    endSpan(span, endExit("client", status), {
-      ...(status === 0 ? {} : { "http.response.status_code": status }),
-      ...(errorType(status) === undefined ? {} : { "error.type": errorType(status) })
-    })
+    if (span !== undefined) {
+      endSpan(span, endExit("client", status), {
+        ...(status === 0 ? {} : { "http.response.status_code": status }),
+        ...(errorType(status) === undefined ? {} : { "error.type": errorType(status) })
+      })
+    }
     return result
   }
 
@@ -222,35 +229,37 @@ export const makeProxy = Effect.gen(function*() {
       }))
     })
 
-  /** The end of a request in one runtime call: the permit's finish, metrics, the log line. */
-  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, started: number) =>
-    Effect.gen(function*() {
-      const totalMs = now() - started
-      yield* recordUpstream(trail)
-      if (trail.permit !== undefined) yield* trail.permit.finish(trail.outcome ?? notSent)
-      yield* metrics.requestCompleted(trail.priority, status)
-      yield* metrics.requestDuration(trail.priority, totalMs / 1000)
-      const piped = trail.piped
-      if (piped?.streamFirstByteAt !== undefined) yield* metrics.streamFirstByte(trail.priority, (piped.streamFirstByteAt - started) / 1000)
-      if (piped?.observed.usage !== undefined) yield* metrics.tokensUsed(piped.observed.usage.promptTokens, piped.observed.usage.completionTokens)
-      if (!logCompleted) return
-      yield* Effect.logInfo({
-        msg: "request_completed",
-        request_id: trail.requestId,
-        ...(trail.span === undefined ? {} : { trace_id: trail.span.traceId, span_id: trail.span.spanId }),
-        method: req.method,
-        path: pathAndQuery,
-        model: trail.model ?? null,
-        priority: trail.priority,
-        status,
-        queue_ms: trail.queueMs,
-        upstream_ms: Math.round(trail.upstreamMs + (trail.callStartedAt === undefined ? 0 : now() - trail.callStartedAt)),
-        total_ms: totalMs,
-        retries: trail.retries,
-        retreat_state: trail.limits?.mode ?? null,
-        effective_rpm: trail.limits?.effectiveRpm ?? null
-      })
-    })
+  /**
+   * The end of a request in one runtime call: the permit's finish, metrics, the log line.
+   * Chained without a generator (it runs once per request); recordUpstream reads the trail when run.
+   */
+  const completed = (trail: Trail, req: IncomingMessage, pathAndQuery: string, status: number, started: number): Effect.Effect<void> => {
+    const totalMs = now() - started
+    let steps = recordUpstream(trail)
+    if (trail.permit !== undefined) steps = Effect.zipRight(steps, trail.permit.finish(trail.outcome ?? notSent))
+    steps = Effect.zipRight(steps, metrics.requestCompleted(trail.priority, status))
+    steps = Effect.zipRight(steps, metrics.requestDuration(trail.priority, totalMs / 1000))
+    const piped = trail.piped
+    if (piped?.streamFirstByteAt !== undefined) steps = Effect.zipRight(steps, metrics.streamFirstByte(trail.priority, (piped.streamFirstByteAt - started) / 1000))
+    if (piped?.observed.usage !== undefined) steps = Effect.zipRight(steps, metrics.tokensUsed(piped.observed.usage.promptTokens, piped.observed.usage.completionTokens))
+    if (!logCompleted) return steps
+    return Effect.zipRight(steps, Effect.suspend(() => Effect.logInfo({
+      msg: "request_completed",
+      request_id: trail.requestId,
+      ...(trail.span === undefined ? {} : { trace_id: trail.span.traceId, span_id: trail.span.spanId }),
+      method: req.method,
+      path: pathAndQuery,
+      model: trail.model ?? null,
+      priority: trail.priority,
+      status,
+      queue_ms: trail.queueMs,
+      upstream_ms: Math.round(trail.upstreamMs + (trail.callStartedAt === undefined ? 0 : now() - trail.callStartedAt)),
+      total_ms: totalMs,
+      retries: trail.retries,
+      retreat_state: trail.limits?.mode ?? null,
+      effective_rpm: trail.limits?.effectiveRpm ?? null
+    })))
+  }
 
   // Spans only exist when tracing is on; made by the tracer directly, not through the runtime.
   const startSpan = (name: string, options: SpanStart): Tracer.Span | undefined => {

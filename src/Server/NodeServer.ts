@@ -63,7 +63,11 @@ export const serve = (options: ServeOptions, handler: Handler): Effect.Effect<{ 
         if (!res.writableFinished) controller.abort(clientClosed)
       })
       // Handlers answer their own failures; anything escaping is a bug: drop the connection.
-      const done: Promise<void> = handler(req, res, controller.signal).catch(() => void res.destroy()).finally(() => inflight.delete(done))
+      // One derived promise, not two (catch + finally): a queued request keeps it as long as it waits.
+      const done: Promise<void> = handler(req, res, controller.signal).then(() => void inflight.delete(done), () => {
+        res.destroy()
+        inflight.delete(done)
+      })
       inflight.set(done, controller)
     })
 
