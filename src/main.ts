@@ -1,5 +1,5 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Layer } from "effect"
+import { Cause, Console, Effect, Layer } from "effect"
 import * as App from "./App.js"
 import * as Cli from "./Config/Cli.js"
 import { ConfigSource } from "./Config/SidecarConfig.js"
@@ -23,6 +23,8 @@ else {
   )
   Layer.launch(main).pipe(
     Effect.tapError((error) => Console.error(error.message)),
+    // A defect while starting (an unreadable file, a bug) would otherwise exit 1 without a word.
+    Effect.tapDefect((cause) => Console.error(`start-up failed: ${Cause.pretty(cause)}`)),
     NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
   )
 }

@@ -1,9 +1,12 @@
+import { cpSync, mkdtempSync, rmSync, symlinkSync } from "node:fs"
 import { connect, createServer, type AddressInfo } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { request } from "undici"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
 import { until } from "./support/Observe.js"
-import { runCli, spawnSidecar } from "./support/Process.js"
+import { root, runCli, spawnSidecar } from "./support/Process.js"
 
 let upstream: MockUpstream
 beforeAll(async () => {
@@ -32,6 +35,20 @@ describe("the CLI", () => {
     expect(run.stderr).toContain("SIDECAR_RATE_RPM")
     expect(run.stderr + run.stdout).not.toContain("nvapi-never-print-me")
     expect(run.stderr).not.toMatch(/at .*\.mjs:\d+/)
+  })
+
+  it("says why when start-up fails on a defect (an install without its dashboard page) instead of exiting silently", async () => {
+    const copy = mkdtempSync(join(tmpdir(), "sidecar-nostatic-"))
+    try {
+      for (const part of ["dist", "bin", "package.json"]) cpSync(join(root, part), join(copy, part), { recursive: true })
+      symlinkSync(join(root, "node_modules"), join(copy, "node_modules"))
+      const run = await runCli([], { SIDECAR_PORT: "0", SIDECAR_METRICS_PORT: "0" }, copy)
+      expect(run.code).toBe(1)
+      expect(run.stderr).toContain("start-up failed")
+      expect(run.stderr).toContain("dashboard.html")
+    } finally {
+      rmSync(copy, { recursive: true, force: true })
+    }
   })
 
   it("says plainly when its port is taken", async () => {

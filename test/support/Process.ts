@@ -46,9 +46,9 @@ export const spawnSidecar = async (env: Record<string, string>, args: Array<stri
 }
 
 /** Runs the CLI to completion (for --help, --version, bad config). */
-export const runCli = (args: Array<string>, env: Record<string, string> = {}) =>
+export const runCli = (args: Array<string>, env: Record<string, string> = {}, cwd = root) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ["bin/nvidia-sidecar.mjs", ...args], { cwd: root, env: { PATH: process.env.PATH ?? "", ...env } })
+    const child = spawn(process.execPath, ["bin/nvidia-sidecar.mjs", ...args], { cwd, env: { PATH: process.env.PATH ?? "", ...env } })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
