@@ -3,6 +3,7 @@
 import { request } from "undici"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { json, MockUpstream } from "./support/MockUpstream.js"
+import { until } from "./support/Observe.js"
 import { spawnSidecar, type SidecarProcess } from "./support/Process.js"
 import { startRedis, type RedisServer } from "./support/RedisServer.js"
 
@@ -58,15 +59,8 @@ const backend = async (p: SidecarProcess): Promise<Backend> => {
 }
 const metrics = async (p: SidecarProcess) => (await request(`http://127.0.0.1:${p.metricsPort}/metrics`)).body.text()
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const eventually = async (check: () => Promise<boolean>, withinMs: number): Promise<number> => {
-  const started = Date.now()
-  while (Date.now() - started < withinMs) {
-    if (await check().catch(() => false)) return Date.now() - started
-    await sleep(50)
-  }
-  throw new Error(`condition not met within ${withinMs} ms`)
-}
+// /status may fail while a sidecar starts or stops: such a look counts as "not yet".
+const eventually = (check: () => Promise<boolean>, withinMs: number) => until(() => check().catch(() => false), withinMs)
 
 describe("replicas sharing a limit", () => {
   it("three sidecars together send no more than the one shared rate, and show the replicas", async () => {
@@ -98,8 +92,10 @@ describe("replicas sharing a limit", () => {
     const flood = { ...env, SIDECAR_QUEUE_MAX: "0" }
     const [a, b, c] = await Promise.all([start(flood), start(flood), start(env)])
     await eventually(async () => (await backend(a!)).replicas === 3, 5000)
+    const before = upstream.received.length
     const lows = [a!, b!].flatMap((p) => Array.from({ length: 10 }, () => chat(p, "low").then((r) => r.statusCode, () => 0)))
-    await sleep(1500)
+    // The low traffic is flowing: it has taken tokens, and the rest of it waits for more.
+    await until(() => upstream.received.length >= before + 2, 5000)
     for (let i = 0; i < 4; i++) {
       const asked = performance.now()
       expect((await chat(c!, "urgent")).statusCode).toBe(200)

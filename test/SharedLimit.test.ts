@@ -13,6 +13,7 @@ import * as SharedRateLimiter from "../src/Admission/Shared/SharedRateLimiter.js
 import type { Priority } from "../src/Common/Priority.js"
 import { SidecarConfig, type SidecarConfigShape } from "../src/Config/SidecarConfig.js"
 import { Metrics } from "../src/Observability/Metrics.js"
+import { until } from "./support/Observe.js"
 import { startRedis, type RedisServer } from "./support/RedisServer.js"
 
 type Limiter = Context.Tag.Service<typeof RateLimiter>
@@ -55,17 +56,6 @@ const replicas = async (n: number, overrides: Partial<SidecarConfigShape> = {}, 
 }
 
 const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(Effect.provide(effect, Logger.minimumLogLevel(LogLevel.None)))
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Polls `check` until it holds or the deadline passes; returns the millis it took. */
-const eventually = async (check: () => Promise<boolean>, withinMs: number): Promise<number> => {
-  const started = Date.now()
-  while (Date.now() - started < withinMs) {
-    if (await check()) return Date.now() - started
-    await sleep(25)
-  }
-  throw new Error(`condition not met within ${withinMs} ms`)
-}
 
 const backendState = async (limiter: Limiter) => (await run(limiter.snapshot)).backend.state
 
@@ -198,13 +188,15 @@ describe("shared bucket on Redis", () => {
       }
     }
     const senders = [a!, a!, a!, b!, b!, b!].map(lowTraffic)
-    await sleep(1200)
+    await until(() => lows >= 2, 5000)
     const waits: Array<number> = []
     for (let i = 0; i < 3; i++) {
       const asked = Date.now()
       await run(c!.take("urgent"))
       waits.push(Date.now() - asked)
-      await sleep(200)
+      // The next urgent request asks against low traffic that is taking tokens again.
+      const lowsBefore = lows
+      await until(() => lows > lowsBefore, 5000)
     }
     stop = true
     void Promise.all(senders) // they end with their next tokens
@@ -218,7 +210,7 @@ describe("shared bucket on Redis", () => {
     for (let i = 0; i < 20; i++) await run(a!.tryTake("normal"))
     const sentAt = await run(a!.dispatched)
     await run(a!.record("throttled", sentAt))
-    const took = await eventually(async () => (await run(b!.snapshot)).effectiveRpm < 600, 5000)
+    const took = await until(async () => (await run(b!.snapshot)).effectiveRpm < 600, 5000)
     const seen = await run(b!.snapshot)
     expect(seen.mode).toBe("hold")
     expect(seen.effectiveRpm).toBeLessThanOrEqual(20)
@@ -229,7 +221,7 @@ describe("shared bucket on Redis", () => {
     const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "learning" })
     for (let i = 0; i < 10; i++) expect(await run(a!.tryTake("normal"))).toBe(true)
     await run(a!.record("throttled", await run(a!.dispatched)))
-    await eventually(async () => (await run(b!.snapshot)).effectiveRpm <= 10, 3000)
+    await until(async () => (await run(b!.snapshot)).effectiveRpm <= 10, 3000)
     // The window already holds the 10 sends A made: B may send nothing until they leave it.
     for (let i = 0; i < 5; i++) expect(await run(b!.tryTake("urgent"))).toBe(false)
     expect((await run(b!.snapshot)).pausedForMs).toBeGreaterThan(50_000)
@@ -241,7 +233,7 @@ describe("shared bucket on Redis", () => {
     await run(a!.pauseFor(1500))
     const paused = Date.now()
     expect(await run(b!.tryTake("urgent"))).toBe(false)
-    await eventually(() => run(b!.tryTake("urgent")), 3000)
+    await until(() => run(b!.tryTake("urgent")), 3000)
     expect(Date.now() - paused).toBeGreaterThanOrEqual(1300)
   })
 
@@ -251,7 +243,7 @@ describe("shared bucket on Redis", () => {
       const sentAt = await run(a!.dispatched)
       await run(a!.record(i === 0 ? "throttled" : "ok", sentAt))
     }
-    await eventually(async () => (await run(b!.snapshot)).mode === "retreat", 6000)
+    await until(async () => (await run(b!.snapshot)).mode === "retreat", 6000)
     expect((await run(b!.snapshot)).effectiveRpm).toBe(450)
   })
 
@@ -259,13 +251,21 @@ describe("shared bucket on Redis", () => {
     const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "learning" })
     for (let i = 0; i < 12; i++) await run(a!.tryTake("normal"))
     await run(a!.record("throttled", await run(a!.dispatched)))
-    await eventually(async () => (await run(b!.snapshot)).effectiveRpm <= 12, 3000)
+    await until(async () => (await run(b!.snapshot)).effectiveRpm <= 12, 3000)
     const leader = (await run(a!.snapshot)).backend.leader ? a! : b!
     const survivor = leader === a ? b! : a!
     await Effect.runPromise(Scope.close(scopeOf.get(leader)!, Exit.void))
-    await eventually(async () => (await run(survivor.snapshot)).backend.leader, 4000)
+    const params = new Redis(redis.url)
+    const publishedAt = async () => Number(await params.hget(redisKeys(lastKey()).params, "publishedAt"))
+    const publishedBefore = await publishedAt()
+    await until(async () => (await run(survivor.snapshot)).backend.leader, 4000)
     // Published by the new leader from the saved state, not a fresh law at the configured 600.
-    await sleep(2 * SharedRateLimiter.syncMs)
+    // Two publishes: a sync reads the params before its leader publishes, so by the second the
+    // survivor's view holds the first.
+    await until(async () => (await publishedAt()) > publishedBefore, 4000)
+    const firstPublish = await publishedAt()
+    await until(async () => (await publishedAt()) > firstPublish, 4000)
+    params.disconnect()
     const seen = await run(survivor.snapshot)
     expect(seen.effectiveRpm).toBeLessThanOrEqual(12)
     expect(seen.mode).toBe("hold")
@@ -275,7 +275,7 @@ describe("shared bucket on Redis", () => {
   it("an admin change of the rate on one replica applies to the shared limit", async () => {
     const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "adr009" })
     await run(a!.configure({ rateRpm: 30, capacity: 5 }))
-    await eventually(async () => {
+    await until(async () => {
       const s = await run(b!.snapshot)
       return s.baseRpm === 30 && s.effectiveRpm === 30 && s.capacity === 5
     }, 3000)
@@ -283,7 +283,7 @@ describe("shared bucket on Redis", () => {
 
   it("registers replicas with a heartbeat and shows them", async () => {
     const [a, b, c] = await replicas(3, { rateRpm: 60, bucketCapacity: 1 })
-    await eventually(async () => (await run(a!.snapshot)).backend.replicas === 3, 3000)
+    await until(async () => (await run(a!.snapshot)).backend.replicas === 3, 3000)
     const view = (await run(c!.snapshot)).backend
     expect(view).toMatchObject({ kind: "redis", state: "shared", healthy: true, failureMode: "local" })
     const leaders = (await Promise.all([a!, b!, c!].map((l) => run(l.snapshot)))).filter((s) => s.backend.leader)
@@ -294,11 +294,11 @@ describe("shared bucket on Redis", () => {
 describe("when Redis is unreachable", () => {
   it("local: each replica keeps limiting at its share, and returns to shared within 5 s of Redis coming back", async () => {
     const [a, b] = await replicas(2, { rateRpm: 120, bucketCapacity: 4, redisFailure: "local" })
-    await eventually(async () => (await run(a!.snapshot)).backend.replicas === 2, 3000)
+    await until(async () => (await run(a!.snapshot)).backend.replicas === 2, 3000)
     await redis.stop()
     try {
       expect(await run(a!.tryTake("normal"))).toBeTypeOf("boolean")
-      await eventually(async () => (await backendState(a!)) === "local_fallback" && (await backendState(b!)) === "local_fallback", 2000)
+      await until(async () => (await backendState(a!)) === "local_fallback" && (await backendState(b!)) === "local_fallback", 2000)
       const s = await run(a!.snapshot)
       // Its share: 120 rpm and 4 tokens split between the 2 replicas last seen.
       expect(s.baseRpm).toBe(60)
@@ -311,7 +311,7 @@ describe("when Redis is unreachable", () => {
     } finally {
       await redis.restart()
     }
-    const back = await eventually(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
+    const back = await until(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
     expect(back).toBeLessThan(5000)
     expect(await run(a!.tryTake("urgent"))).toBe(true)
   })
@@ -319,7 +319,7 @@ describe("when Redis is unreachable", () => {
   it("local, Redis restarted empty: the sends made meanwhile count again, and a 429 after it learns them all", async () => {
     const [a, b] = await replicas(2, { rateRpm: 600, bucketCapacity: 50, rateControl: "learning", redisFailure: "local" })
     const keys = redisKeys(lastKey())
-    await eventually(async () => (await run(a!.snapshot)).backend.replicas === 2, 3000)
+    await until(async () => (await run(a!.snapshot)).backend.replicas === 2, 3000)
     const leaderBefore = (await run(a!.snapshot)).backend.leader ? a! : b!
     const send = async (limiter: Limiter, outcome: "ok" | "throttled" = "ok") => {
       expect(await run(limiter.tryTake("normal"))).toBe(true)
@@ -329,19 +329,19 @@ describe("when Redis is unreachable", () => {
     // The leader has drained them (evidence still in Redis dies with it).
     const before = new Redis(redis.url)
     try {
-      await eventually(async () => (await before.llen(keys.evidence)) === 0, 3000)
+      await until(async () => (await before.llen(keys.evidence)) === 0, 3000)
     } finally {
       before.disconnect()
     }
     await redis.stop()
     try {
-      await eventually(async () => (await backendState(a!)) === "local_fallback" && (await backendState(b!)) === "local_fallback", 3000)
+      await until(async () => (await backendState(a!)) === "local_fallback" && (await backendState(b!)) === "local_fallback", 3000)
       // Each replica's share: 300 rpm, 25 tokens.
       for (let i = 0; i < 10; i++) await Promise.all([send(a!), send(b!)])
     } finally {
       await redis.restart()
     }
-    await eventually(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
+    await until(async () => (await backendState(a!)) === "shared" && (await backendState(b!)) === "shared", 5000)
     // The emptied Redis' send window holds the outage's 20 sends again: the learned count will count them.
     const client = new Redis(redis.url)
     try {
@@ -350,10 +350,10 @@ describe("when Redis is unreachable", () => {
       client.disconnect()
     }
     // The leader before the outage leads again, with the law that saw the 30 sends before it.
-    await eventually(async () => (await run(leaderBefore.snapshot)).backend.leader, 3000)
+    await until(async () => (await run(leaderBefore.snapshot)).backend.leader, 3000)
     for (let i = 0; i < 3; i++) await send(a!)
     await send(b!, "throttled")
-    await eventually(async () => (await run(a!.snapshot)).mode === "hold", 3000)
+    await until(async () => (await run(a!.snapshot)).mode === "hold", 3000)
     // 53 calls counted in the last minute (30 before, 20 during, 3 after): the quota is that
     // many. The leader's law without the outage's sends learned 32, a fresh one 3.
     expect((await run(b!.snapshot)).effectiveRpm).toBeGreaterThanOrEqual(0.7 * 53)
@@ -371,7 +371,7 @@ describe("when Redis is unreachable", () => {
     } finally {
       await redis.restart()
     }
-    await eventually(async () => (await backendState(a!)) === "shared", 5000)
+    await until(async () => (await backendState(a!)) === "shared", 5000)
     expect(await run(a!.tryTake("urgent"))).toBe(true)
   })
 
@@ -387,7 +387,7 @@ describe("when Redis is unreachable", () => {
     } finally {
       await redis.restart()
     }
-    await eventually(async () => (await backendState(limiter)) === "shared", 5000)
+    await until(async () => (await backendState(limiter)) === "shared", 5000)
   })
 
   it("at start: a hung Redis (SIGSTOP) delays start-up by a second at most", async () => {
@@ -401,7 +401,7 @@ describe("when Redis is unreachable", () => {
     } finally {
       redis.resume()
     }
-    await eventually(async () => (await backendState(limiter)) === "shared", 5000)
+    await until(async () => (await backendState(limiter)) === "shared", 5000)
   })
 
   it("never shows the Redis password", async () => {
@@ -424,7 +424,7 @@ describe("when Redis is unreachable", () => {
     } finally {
       redis.resume()
     }
-    const back = await eventually(async () => (await backendState(a!)) === "shared", 5000)
+    const back = await until(async () => (await backendState(a!)) === "shared", 5000)
     expect(back).toBeLessThan(5000)
   })
 })

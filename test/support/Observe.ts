@@ -1,12 +1,13 @@
 import { request } from "undici"
 
-/** Polls `condition` until it holds; fails the test after `ms` of real time. */
-export const until = async (condition: () => boolean | Promise<boolean>, ms = 5000): Promise<void> => {
-  const end = performance.now() + ms
+/** Polls `condition` until it holds and returns the millis that took; fails the test after `ms` of real time. */
+export const until = async (condition: () => boolean | Promise<boolean>, ms = 5000): Promise<number> => {
+  const started = performance.now()
   while (!(await condition())) {
-    if (performance.now() > end) throw new Error("condition not met in time")
+    if (performance.now() - started > ms) throw new Error(`condition not met within ${ms} ms`)
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
+  return performance.now() - started
 }
 
 /** "done" if `promise` settles within `ms`, else "timeout". */
