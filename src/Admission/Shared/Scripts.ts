@@ -41,6 +41,9 @@ end
 /** The learning law's count: calls in any 60.25 s (see Laws/Learning.ts). */
 export const windowMs = 60_250
 
+/** A refund or refused call finds its send among those at most this far from its time. */
+export const matchMs = 5_000
+
 /**
  * KEYS: bucket, params, window, evidence, claims urgent, claims high, claims normal.
  * ARGV: default rpm, default capacity, rank (0 urgent .. 3 low), waiter id ('' = no claim),
@@ -100,7 +103,7 @@ local sentAt = tonumber(ARGV[4])
 local found, foundAt
 local candidates
 if sentAt then
-  candidates = redis.call('ZRANGEBYSCORE', KEYS[3], sentAt - 5000, sentAt + 5000, 'WITHSCORES')
+  candidates = redis.call('ZRANGEBYSCORE', KEYS[3], sentAt - ${matchMs}, sentAt + ${matchMs}, 'WITHSCORES')
 else
   candidates = redis.call('ZREVRANGEBYSCORE', KEYS[3], '+inf', now - ${windowMs}, 'WITHSCORES', 'LIMIT', 0, 200)
 end

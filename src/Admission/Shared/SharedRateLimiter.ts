@@ -25,8 +25,6 @@ const maxPollMs = 1_000
 const claimGraceMs = 1_000
 /** Evidence kept while Redis cannot take it (and sends made meanwhile, for the window); older entries are dropped first. */
 const maxPending = 5_000
-/** A refund or refused call finds its send among those at most this far from its time (as Scripts.refund does). */
-const matchMs = 5_000
 /** What a closed limit tells clients: the next probe comes sooner than this. */
 const closedRetryAfterMs = 1_000
 
@@ -99,7 +97,7 @@ export const layer = (url: string) =>
         let found = -1
         for (let i = offline.length - 1; i >= 0; i--) {
           const d = Math.abs(offline[i]!.at - sentAt)
-          if (d <= matchMs && (found < 0 || d < Math.abs(offline[found]!.at - sentAt))) found = i
+          if (d <= Scripts.matchMs && (found < 0 || d < Math.abs(offline[found]!.at - sentAt))) found = i
         }
         if (found >= 0) offline.splice(found, 1)
       }
