@@ -304,6 +304,8 @@ describe("when Redis is unreachable", () => {
       expect(s.baseRpm).toBe(60)
       expect(s.capacity).toBe(2)
       expect(s.backend.healthy).toBe(false)
+      // The tryTake above may have spent a local token: start from a full local bucket.
+      await until(async () => (await run(a!.snapshot)).tokens >= 2, 3000)
       const started = Date.now()
       await run(Effect.all([a!.take("normal"), a!.take("normal"), a!.take("normal")]))
       // Two from the local bucket, the third a token interval (1 s at 60 rpm) later: limited, not hung.
